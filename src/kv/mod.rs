@@ -1,0 +1,1 @@
+//! Paged KV cache: block pool, per-sequence block tables, device K/V storage.

@@ -1,0 +1,25 @@
+//! higgs-engine: inference for Higgs Audio v2 (Llama-3.2-3B backbone + DualFFN audio adapter,
+//! 8 RVQ codebooks at 25 frames/s, DAC-style codec at 24 kHz).
+//!
+//! Layering (dependencies point down only): error <- tensor <- backend <- ops <- {weights, kv,
+//! audio, tokenizer} <- {model, codec, sampling, prompt} <- generate <- {reference, cli, bench}.
+
+pub mod audio;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kv;
+pub mod model;
+pub mod ops;
+pub mod prompt;
+pub mod reference;
+pub mod sampling;
+pub mod tensor;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The Higgs Audio v2 generation model.

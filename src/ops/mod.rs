@@ -1,0 +1,1 @@
+//! Public op API: validate once, dispatch on device. One file per op family.

@@ -1,0 +1,243 @@
+//! `Tensor`: a shape plus storage on one device. Activations on the CPU backend are always f32;
+//! weights keep the dtype they were stored in (bf16, f16 or f32) and are widened inside the
+//! kernels, so a bf16 checkpoint costs 2 bytes per parameter in memory.
+//! May use: error.
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    BF16,
+    F16,
+}
+
+impl DType {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::BF16 | DType::F16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::BF16 => "bf16",
+            DType::F16 => "f16",
+        }
+    }
+}
+
+/// Host storage, one variant per dtype.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl CpuStorage {
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::F16(_) => DType::F16,
+        }
+    }
+    /// Widen element range `[start, start+out.len())` into `out` as f32.
+    #[inline]
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            CpuStorage::F32(v) => out.copy_from_slice(&v[start..start + n]),
+            CpuStorage::BF16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[start..start + n]) {
+                    *o = x.to_f32();
+                }
+            }
+            CpuStorage::F16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[start..start + n]) {
+                    *o = x.to_f32();
+                }
+            }
+        }
+    }
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.len()];
+        self.read_f32(0, &mut out);
+        out
+    }
+    /// Convert to another dtype (round-to-nearest-even for narrowing).
+    pub fn to_dtype(&self, dtype: DType) -> CpuStorage {
+        if self.dtype() == dtype {
+            return self.clone();
+        }
+        let f = self.to_f32_vec();
+        match dtype {
+            DType::F32 => CpuStorage::F32(f),
+            DType::BF16 => CpuStorage::BF16(f.iter().map(|&x| bf16::from_f32(x)).collect()),
+            DType::F16 => CpuStorage::F16(f.iter().map(|&x| f16::from_f32(x)).collect()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Storage {
+    Cpu(CpuStorage),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::backend::cuda::CudaStorage),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// A dense, row-major tensor.
+#[derive(Debug)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Storage,
+}
+
+impl Tensor {
+    pub fn from_cpu(shape: Vec<usize>, storage: CpuStorage) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != storage.len() {
+            return Err(Error::Shape {
+                op: "Tensor::from_cpu",
+                arg: "storage",
+                expected: format!("{n} elements for shape {shape:?}"),
+                got: format!("{}", storage.len()),
+            });
+        }
+        Ok(Tensor {
+            shape,
+            storage: Storage::Cpu(storage),
+        })
+    }
+    pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        Self::from_cpu(shape, CpuStorage::F32(data))
+    }
+    pub fn zeros_f32(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Tensor {
+            shape,
+            storage: Storage::Cpu(CpuStorage::F32(vec![0.0; n])),
+        }
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dims2(&self) -> (usize, usize) {
+        match self.shape.len() {
+            0 => (1, 1),
+            1 => (1, self.shape[0]),
+            _ => {
+                let cols = *self.shape.last().expect("rank >= 2");
+                (self.elem_count() / cols.max(1), cols)
+            }
+        }
+    }
+    pub fn elem_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn dtype(&self) -> DType {
+        match &self.storage {
+            Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+    pub fn device(&self) -> Device {
+        match &self.storage {
+            Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => Device::Cuda,
+        }
+    }
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    pub fn storage_mut(&mut self) -> &mut Storage {
+        &mut self.storage
+    }
+    pub fn into_storage(self) -> Storage {
+        self.storage
+    }
+    pub fn from_storage(shape: Vec<usize>, storage: Storage) -> Self {
+        Tensor { shape, storage }
+    }
+    pub fn reshape(mut self, shape: Vec<usize>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != self.elem_count() {
+            return Err(Error::Shape {
+                op: "reshape",
+                arg: "shape",
+                expected: format!("{} elements", self.elem_count()),
+                got: format!("{shape:?}"),
+            });
+        }
+        self.shape = shape;
+        Ok(self)
+    }
+    /// Host storage, or an error naming `op` if the tensor lives elsewhere.
+    pub fn cpu(&self) -> Result<&CpuStorage> {
+        match &self.storage {
+            Storage::Cpu(s) => Ok(s),
+            #[cfg(feature = "cuda")]
+            _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
+        }
+    }
+    pub fn cpu_mut(&mut self) -> Result<&mut CpuStorage> {
+        match &mut self.storage {
+            Storage::Cpu(s) => Ok(s),
+            #[cfg(feature = "cuda")]
+            _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
+        }
+    }
+    /// f32 view of a CPU f32 tensor.
+    pub fn as_f32(&self) -> Result<&[f32]> {
+        match self.cpu()? {
+            CpuStorage::F32(v) => Ok(v),
+            other => Err(Error::DType {
+                op: "as_f32",
+                arg: "self",
+                expected: "f32".into(),
+                got: other.dtype().name().into(),
+            }),
+        }
+    }
+    pub fn as_f32_mut(&mut self) -> Result<&mut [f32]> {
+        match self.cpu_mut()? {
+            CpuStorage::F32(v) => Ok(v),
+            other => Err(Error::DType {
+                op: "as_f32_mut",
+                arg: "self",
+                expected: "f32".into(),
+                got: other.dtype().name().into(),
+            }),
+        }
+    }
+    /// Copy to host as f32 (any dtype, any device).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Cpu(s) => Ok(s.to_f32_vec()),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.to_f32_vec(),
+        }
+    }
+}

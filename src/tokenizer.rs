@@ -1,0 +1,1 @@
+//! Text tokenizer wrapper (filled by the prompt work).

@@ -1,0 +1,1 @@
+//! Random weights of a given shape, for benchmarks.
