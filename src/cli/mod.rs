@@ -1,4 +1,37 @@
-//! The `higgs` command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `higgs` command line: `check-reference`, `bench`, `codec`, `tts`. Each subcommand's
+//! flags and runner live in their own file; this file only parses and dispatches.
+
+mod check;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "higgs", version, about = "Higgs Audio v2 inference engine")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every case of a reference fixture folder and report PASS/FAIL per case.
+    CheckReference(check::CheckArgs),
+    /// Benchmarks with random weights of a given shape.
+    Bench(crate::bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::CheckReference(a) => check::run(a),
+        Cmd::Bench(a) => crate::bench::run(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,1 +1,7 @@
-//! Paged KV cache: block pool, per-sequence block tables, device K/V storage.
+//! Paged KV cache: block pool with reference counts (`block_pool`), per-sequence block tables
+//! and slot mapping (`manager`), and the device K/V memory (`cache`).
+//! May use: tensor, ops.
+
+pub mod cache;
+pub mod block_pool;
+pub mod manager;

@@ -40,3 +40,6 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
     }
     (max_abs, if scale > 0.0 { max_abs / scale } else { max_abs })
 }
+
+pub mod fixture;
+pub mod llm;

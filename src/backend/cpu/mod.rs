@@ -1,1 +1,22 @@
-//! CPU backend: rayon over rows, f32 accumulation, one file per kernel family.
+//! CPU backend: the readable reference of every kernel family, and the engine's backend when
+//! no GPU is present. rayon over rows, f32 activations and accumulation; weights may be stored
+//! as bf16/f16/f32 and are widened on the fly. One file per family, same stems as `kernels/`.
+//! May use: tensor.
+
+pub mod act;
+pub mod attention;
+pub mod dual_ffn;
+pub mod elementwise;
+pub mod embed;
+pub mod kv_cache;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
+
+/// A raw pointer that may be shared across rayon tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: only used by kernels whose tasks write provably disjoint index ranges (each use site
+// says which), so no two threads touch the same element.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}

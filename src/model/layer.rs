@@ -1,0 +1,164 @@
+//! One decoder layer for a batch of rows (spec §5.1, §5.8). Dual-FFN layers route each row to
+//! its modality's norms and FFN (only that FFN is computed); fast-forward layers run the text
+//! layer on text rows only, with audio keys hidden, and pass audio rows through; plain layers
+//! treat every row as text.
+
+use super::batch::BatchInputs;
+use super::weights::{FfnWeights, LayerWeights};
+use crate::config::{LayerKind, ModelConfig};
+use crate::error::Result;
+use crate::kv::cache::KvCache;
+use crate::ops::{self, AttnMeta, KeyMask};
+use crate::tensor::Tensor;
+
+/// Which rows are text and which audio; built once per step for all layers.
+pub(crate) struct RoutePlan {
+    pub text: Vec<u32>,
+    pub audio: Vec<u32>,
+}
+
+impl RoutePlan {
+    pub fn new(inputs: &BatchInputs) -> Self {
+        let (mut text, mut audio) = (Vec::new(), Vec::new());
+        for (i, r) in inputs.rows.iter().enumerate() {
+            if r.is_audio() {
+                audio.push(i as u32)
+            } else {
+                text.push(i as u32)
+            }
+        }
+        RoutePlan { text, audio }
+    }
+}
+
+/// Row subset metadata for attention (positions, sequences, slots of the chosen rows).
+struct RowMeta {
+    positions: Vec<i32>,
+    query_seq: Vec<u32>,
+    slots: Vec<i32>,
+}
+
+impl RowMeta {
+    fn all(inputs: &BatchInputs) -> Self {
+        RowMeta {
+            positions: inputs.positions.clone(),
+            query_seq: inputs.query_seq.clone(),
+            slots: inputs.slot_mapping.clone(),
+        }
+    }
+    fn subset(inputs: &BatchInputs, idx: &[u32]) -> Self {
+        let pick = |v: &[i32]| idx.iter().map(|&i| v[i as usize]).collect::<Vec<_>>();
+        RowMeta {
+            positions: pick(&inputs.positions),
+            query_seq: idx.iter().map(|&i| inputs.query_seq[i as usize]).collect(),
+            slots: pick(&inputs.slot_mapping),
+        }
+    }
+}
+
+fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
+    let gate = ops::matmul(m, &w.gate)?;
+    let up = ops::matmul(m, &w.up)?;
+    let act = ops::silu_mul(&gate, &up)?;
+    ops::matmul(&act, &w.down)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(cfg: &ModelConfig, l: &LayerWeights, layer: usize, n: &Tensor, rows: &RowMeta, inputs: &BatchInputs, kv: &mut KvCache, inv_freq: &[f32], hide_audio_keys: bool) -> Result<Tensor> {
+    let mut q = ops::matmul(n, &l.q)?;
+    let mut k = ops::matmul(n, &l.k)?;
+    let v = ops::matmul(n, &l.v)?;
+    ops::rope_inplace(&mut q, cfg.n_heads, cfg.head_dim, &rows.positions, inv_freq)?;
+    ops::rope_inplace(&mut k, cfg.n_kv_heads, cfg.head_dim, &rows.positions, inv_freq)?;
+    kv.write(layer, &k, &v, &rows.slots)?;
+    let meta = AttnMeta {
+        block_size: inputs.block_size,
+        block_tables: &inputs.block_tables,
+        max_blocks: inputs.max_blocks,
+        query_seq: &rows.query_seq,
+        query_pos: &rows.positions,
+    };
+    let mask = hide_audio_keys.then(|| KeyMask {
+        skip: &inputs.audio_keys,
+        max_ctx: inputs.max_ctx,
+    });
+    let o = ops::paged_attention(&q, &kv.k[layer], &kv.v[layer], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, &meta, mask)?;
+    ops::matmul(&o, &l.o)
+}
+
+/// RMSNorm with per-row weights: text rows with `w_text`, audio rows with `w_audio`.
+fn routed_norm(x: &Tensor, w_text: &Tensor, w_audio: &Tensor, plan: &RoutePlan, eps: f32) -> Result<Tensor> {
+    if plan.audio.is_empty() {
+        return ops::rmsnorm(x, w_text, eps);
+    }
+    if plan.text.is_empty() {
+        return ops::rmsnorm(x, w_audio, eps);
+    }
+    let mut out = Tensor::zeros_f32(x.shape().to_vec());
+    for (idx, w) in [(&plan.text, w_text), (&plan.audio, w_audio)] {
+        let part = ops::rmsnorm(&ops::gather_rows(x, idx)?, w, eps)?;
+        ops::scatter_add_rows(&mut out, idx, &part)?;
+    }
+    Ok(out)
+}
+
+/// Add each modality's FFN of `m` into `x`, computing only the FFN a row needs.
+fn routed_ffn(x: &mut Tensor, m: &Tensor, text: &FfnWeights, audio: &FfnWeights, plan: &RoutePlan) -> Result<()> {
+    for (idx, w) in [(&plan.text, text), (&plan.audio, audio)] {
+        if idx.is_empty() {
+            continue;
+        }
+        if idx.len() == m.shape()[0] {
+            let y = ffn(w, m)?;
+            ops::add_inplace(x, &y)?;
+        } else {
+            let y = ffn(w, &ops::gather_rows(m, idx)?)?;
+            ops::scatter_add_rows(x, idx, &y)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_layer(cfg: &ModelConfig, l: &LayerWeights, layer: usize, x: &mut Tensor, plan: &RoutePlan, inputs: &BatchInputs, kv: &mut KvCache, inv_freq: &[f32]) -> Result<()> {
+    let eps = cfg.rms_eps;
+    match (l.kind, &l.audio) {
+        (LayerKind::Dual, Some(a)) => {
+            let n = routed_norm(x, &l.input_norm, &a.input_norm, plan, eps)?;
+            let att = attention(cfg, l, layer, &n, &RowMeta::all(inputs), inputs, kv, inv_freq, false)?;
+            ops::add_inplace(x, &att)?;
+            let m = routed_norm(x, &l.post_norm, &a.post_norm, plan, eps)?;
+            routed_ffn(x, &m, &l.ffn, &a.ffn, plan)
+        }
+        (LayerKind::FastForward, _) => {
+            // Audio rows pass through untouched and write no K/V; text rows never see audio keys.
+            if plan.text.is_empty() {
+                return Ok(());
+            }
+            let all = plan.audio.is_empty();
+            let mut xt = if all { Tensor::from_f32(x.shape().to_vec(), x.as_f32()?.to_vec())? } else { ops::gather_rows(x, &plan.text)? };
+            let rows = if all { RowMeta::all(inputs) } else { RowMeta::subset(inputs, &plan.text) };
+            let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
+            let att = attention(cfg, l, layer, &n, &rows, inputs, kv, inv_freq, true)?;
+            ops::add_inplace(&mut xt, &att)?;
+            let m = ops::rmsnorm(&xt, &l.post_norm, eps)?;
+            let f = ffn(&l.ffn, &m)?;
+            if all {
+                ops::add_inplace(x, &att)?;
+                ops::add_inplace(x, &f)
+            } else {
+                ops::scatter_add_rows(x, &plan.text, &att)?;
+                ops::scatter_add_rows(x, &plan.text, &f)
+            }
+        }
+        _ => {
+            // Plain Llama layer (or a dual layer without audio weights, refused at load).
+            let n = ops::rmsnorm(x, &l.input_norm, eps)?;
+            let att = attention(cfg, l, layer, &n, &RowMeta::all(inputs), inputs, kv, inv_freq, false)?;
+            ops::add_inplace(x, &att)?;
+            let m = ops::rmsnorm(x, &l.post_norm, eps)?;
+            let f = ffn(&l.ffn, &m)?;
+            ops::add_inplace(x, &f)
+        }
+    }
+}

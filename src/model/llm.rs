@@ -1,0 +1,112 @@
+//! The whole stack: embeddings -> decoder layers -> final norm -> heads (spec §4-6).
+
+use super::batch::{BatchInputs, RowInput};
+use super::layer::{forward_layer, RoutePlan};
+use super::weights::ModelWeights;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kv::cache::KvCache;
+use crate::ops;
+use crate::tensor::Tensor;
+
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub w: ModelWeights,
+    inv_freq: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOptions {
+    /// Rows whose final-norm hidden state is returned (usually the last row of each sequence).
+    pub out_rows: Vec<u32>,
+    /// Also return the input of every layer and the output of the last one (for fixtures).
+    pub capture_layers: bool,
+}
+
+pub struct ForwardOutput {
+    /// Final-norm hidden states of `out_rows`, [out_rows.len(), hidden].
+    pub hidden: Tensor,
+    /// With `capture_layers`: n_layers + 1 tensors [rows, hidden] (layer inputs, then the last
+    /// layer's output before the final norm).
+    pub layers: Vec<Tensor>,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig, w: ModelWeights) -> Self {
+        let inv_freq = cfg.rope_inv_freq();
+        Model { cfg, w, inv_freq }
+    }
+
+    pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> KvCache {
+        KvCache::new(self.cfg.n_layers, num_blocks, block_size, self.cfg.kv_dim())
+    }
+
+    /// Embeddings of every row: text rows from `embed_tokens`, audio rows the codebook sum.
+    pub fn embed(&self, rows: &[RowInput]) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (mut text_idx, mut text_ids, mut audio_idx, mut codes) = (vec![], vec![], vec![], vec![]);
+        for (i, r) in rows.iter().enumerate() {
+            match r {
+                RowInput::Text(id) => {
+                    text_idx.push(i as u32);
+                    text_ids.push(*id);
+                }
+                RowInput::Audio { codes: c, .. } => {
+                    if c.len() != cfg.n_codebooks {
+                        return Err(Error::BadRequest(format!("audio column has {} codes, the model has {} codebooks", c.len(), cfg.n_codebooks)));
+                    }
+                    audio_idx.push(i as u32);
+                    codes.extend_from_slice(c);
+                }
+            }
+        }
+        let mut x = Tensor::zeros_f32(vec![rows.len(), cfg.hidden]);
+        if !text_ids.is_empty() {
+            let t = ops::embed_text(&self.w.embed, &text_ids)?;
+            ops::scatter_add_rows(&mut x, &text_idx, &t)?;
+        }
+        if !audio_idx.is_empty() {
+            let mut a = ops::embed_audio(&self.w.audio_embed, cfg.codebook_rows(), cfg.n_codebooks, &codes, cfg.audio_embed_avg)?;
+            if let Some(p) = &self.w.audio_projector {
+                a = ops::matmul(&a, p)?;
+            }
+            ops::scatter_add_rows(&mut x, &audio_idx, &a)?;
+        }
+        Ok(x)
+    }
+
+    /// One forward step over a batch; K/V of every row are written into `kv`.
+    pub fn forward(&self, inputs: &BatchInputs, kv: &mut KvCache, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        let n = inputs.rows.len();
+        for (name, len) in [("positions", inputs.positions.len()), ("query_seq", inputs.query_seq.len()), ("slot_mapping", inputs.slot_mapping.len())] {
+            if len != n {
+                return Err(Error::Other(format!("BatchInputs.{name} has {len} entries for {n} rows")));
+            }
+        }
+        let plan = RoutePlan::new(inputs);
+        let mut x = self.embed(&inputs.rows)?;
+        let mut layers = Vec::new();
+        for (i, l) in self.w.layers.iter().enumerate() {
+            if opts.capture_layers {
+                layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
+            }
+            forward_layer(&self.cfg, l, i, &mut x, &plan, inputs, kv, &self.inv_freq)?;
+        }
+        if opts.capture_layers {
+            layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
+        }
+        let picked = ops::gather_rows(&x, &opts.out_rows)?;
+        let hidden = ops::rmsnorm(&picked, &self.w.norm, self.cfg.rms_eps)?;
+        Ok(ForwardOutput { hidden, layers })
+    }
+
+    /// Text logits [rows, vocab] of final-norm hidden states.
+    pub fn text_logits(&self, h: &Tensor) -> Result<Tensor> {
+        ops::matmul(h, &self.w.text_head)
+    }
+
+    /// Audio logits [rows, n_codebooks * (codebook_size + 2)] (codebook-major rows, spec §6).
+    pub fn audio_logits(&self, h: &Tensor) -> Result<Tensor> {
+        ops::matmul(h, &self.w.audio_head)
+    }
+}

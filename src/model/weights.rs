@@ -1,0 +1,246 @@
+//! Model weights: every tensor named and shaped from the config, loaded from a safetensors
+//! checkpoint (keeping the stored dtype unless a target dtype is asked for) or built at random
+//! for benchmarks. Errors name the file and the key (spec §2).
+
+use crate::config::{LayerKind, ModelConfig};
+use crate::error::{Error, Result};
+use crate::tensor::{CpuStorage, DType, Tensor};
+use crate::weights::safetensors::Checkpoint;
+use std::collections::BTreeSet;
+
+pub struct FfnWeights {
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+pub struct AudioBranch {
+    pub input_norm: Tensor,
+    pub post_norm: Tensor,
+    pub ffn: FfnWeights,
+}
+
+pub struct LayerWeights {
+    pub kind: LayerKind,
+    pub input_norm: Tensor,
+    pub post_norm: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    pub ffn: FfnWeights,
+    /// Present on dual-FFN layers only.
+    pub audio: Option<AudioBranch>,
+}
+
+pub struct ModelWeights {
+    pub embed: Tensor,
+    pub audio_embed: Tensor,
+    pub audio_projector: Option<Tensor>,
+    pub layers: Vec<LayerWeights>,
+    pub norm: Tensor,
+    pub text_head: Tensor,
+    pub audio_head: Tensor,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Convert every weight to this dtype at load (None keeps the stored dtype).
+    pub dtype: Option<DType>,
+}
+
+/// Every (name, shape) the config implies, in load order.
+pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, f) = (cfg.hidden, cfg.ffn);
+    let audio_rows = cfg.n_codebooks * cfg.codebook_rows();
+    let mut v = vec![
+        ("embed_tokens.weight".to_string(), vec![cfg.vocab, h]),
+        ("audio_codebook_embeddings.weight".to_string(), vec![audio_rows, h]),
+    ];
+    if cfg.audio_out_embed_projector {
+        v.push(("audio_out_embed_projector.weight".into(), vec![h, h]));
+    }
+    for i in 0..cfg.n_layers {
+        let p = format!("layers.{i}");
+        v.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        v.push((format!("{p}.self_attn.q_proj.weight"), vec![cfg.q_dim(), h]));
+        v.push((format!("{p}.self_attn.k_proj.weight"), vec![cfg.kv_dim(), h]));
+        v.push((format!("{p}.self_attn.v_proj.weight"), vec![cfg.kv_dim(), h]));
+        v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, cfg.q_dim()]));
+        v.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h]));
+        v.push((format!("{p}.mlp.up_proj.weight"), vec![f, h]));
+        v.push((format!("{p}.mlp.down_proj.weight"), vec![h, f]));
+        if cfg.has_audio_ffn(i) {
+            v.push((format!("{p}.audio_input_layernorm.weight"), vec![h]));
+            v.push((format!("{p}.audio_post_attention_layernorm.weight"), vec![h]));
+            v.push((format!("{p}.audio_mlp.gate_proj.weight"), vec![f, h]));
+            v.push((format!("{p}.audio_mlp.up_proj.weight"), vec![f, h]));
+            v.push((format!("{p}.audio_mlp.down_proj.weight"), vec![h, f]));
+        }
+    }
+    v.push(("norm.weight".into(), vec![h]));
+    v.push(("audio_decoder_proj.text_lm_head.weight".into(), vec![cfg.vocab, h]));
+    v.push(("audio_decoder_proj.audio_lm_head.weight".into(), vec![audio_rows, h]));
+    v
+}
+
+/// Legacy training checkpoints split these into frozen + trainable rows (spec §2.3).
+const SPLIT_NAMES: [(&str, &str, &str); 2] = [
+    ("embed_tokens.weight", "embed_tokens.embedding_frozen.weight", "embed_tokens.embedding_trainable.weight"),
+    (
+        "audio_decoder_proj.text_lm_head.weight",
+        "audio_decoder_proj.text_lm_head.linear_frozen.weight",
+        "audio_decoder_proj.text_lm_head.linear_trainable.weight",
+    ),
+];
+
+impl ModelWeights {
+    pub fn load(ck: &Checkpoint, cfg: &ModelConfig, opts: LoadOptions) -> Result<Self> {
+        let expected = expected_tensors(cfg);
+        let mut known: BTreeSet<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+        for (_, a, b) in SPLIT_NAMES {
+            known.insert(a.into());
+            known.insert(b.into());
+        }
+        if let Some(extra) = ck.keys().find(|k| !known.contains(k.as_str())) {
+            return Err(Error::checkpoint(
+                ck.root(),
+                extra.as_str(),
+                "unexpected tensor for this config (check audio_adapter_type / audio_dual_ffn_layers / text_config)",
+            ));
+        }
+        let load = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let storage = match SPLIT_NAMES.iter().find(|(n, _, _)| *n == name) {
+                Some((_, frozen, trainable)) if !ck.contains(name) && ck.contains(frozen) => {
+                    let fi = ck.info(frozen)?;
+                    let ti = ck.info(trainable)?;
+                    let a = ck.load(frozen, &fi.shape)?;
+                    let b = ck.load(trainable, &ti.shape)?;
+                    if fi.shape.get(1) != shape.get(1) || ti.shape.get(1) != shape.get(1) || fi.shape[0] + ti.shape[0] != shape[0] {
+                        return Err(Error::checkpoint(ck.root(), name, format!("frozen {:?} + trainable {:?} rows do not make {:?}", fi.shape, ti.shape, shape)));
+                    }
+                    let mut v = a.to_f32_vec();
+                    v.extend(b.to_f32_vec());
+                    CpuStorage::F32(v).to_dtype(fi.dtype)
+                }
+                _ => ck.load(name, shape)?,
+            };
+            let storage = match opts.dtype {
+                Some(d) => storage.to_dtype(d),
+                None => storage,
+            };
+            Tensor::from_cpu(shape.to_vec(), storage)
+        };
+        Self::build(cfg, |name, shape| load(name, shape))
+    }
+
+    /// Random weights of the config's shapes: matrices N(0, std), norms 1 + N(0, 0.1).
+    pub fn random(cfg: &ModelConfig, dtype: DType, seed: u64, std: f32) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let counter = std::sync::atomic::AtomicU64::new(seed);
+        Self::build(cfg, |name, shape| {
+            let n: usize = shape.iter().product();
+            let s = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let is_norm = shape.len() == 1 && name.ends_with("norm.weight");
+            // Fill in parallel chunks, each with its own seeded stream (fast for 5.8 B params).
+            use rayon::prelude::*;
+            let fill = |chunk: &mut [f32], ci: usize| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.wrapping_mul(0x9E3779B97F4A7C15) ^ ci as u64);
+                for v in chunk.iter_mut() {
+                    // Sum of uniforms: a cheap, bounded, roughly normal draw.
+                    let u: f32 = rng.gen::<f32>() + rng.gen::<f32>() + rng.gen::<f32>() - 1.5;
+                    *v = if is_norm { 1.0 + 0.1 * u * 2.0 } else { std * u * 2.0 };
+                }
+            };
+            let storage = match dtype {
+                DType::F32 => {
+                    let mut v = vec![0f32; n];
+                    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| fill(c, i));
+                    CpuStorage::F32(v)
+                }
+                DType::BF16 | DType::F16 => {
+                    let mut v = vec![half::bf16::ZERO; n];
+                    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+                        let mut tmp = vec![0f32; c.len()];
+                        fill(&mut tmp, i);
+                        for (o, x) in c.iter_mut().zip(&tmp) {
+                            *o = half::bf16::from_f32(*x);
+                        }
+                    });
+                    let s = CpuStorage::BF16(v);
+                    if dtype == DType::F16 {
+                        s.to_dtype(DType::F16)
+                    } else {
+                        s
+                    }
+                }
+            };
+            Tensor::from_cpu(shape.to_vec(), storage)
+        })
+    }
+
+    fn build(cfg: &ModelConfig, mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>) -> Result<Self> {
+        let shapes: std::collections::HashMap<String, Vec<usize>> = expected_tensors(cfg).into_iter().collect();
+        let mut g = |name: &str| -> Result<Tensor> {
+            let shape = shapes.get(name).ok_or_else(|| Error::Other(format!("internal: no shape for {name}")))?;
+            get(name, shape)
+        };
+        let embed = g("embed_tokens.weight")?;
+        let audio_embed = g("audio_codebook_embeddings.weight")?;
+        let audio_projector = if cfg.audio_out_embed_projector { Some(g("audio_out_embed_projector.weight")?) } else { None };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = format!("layers.{i}");
+            let audio = if cfg.has_audio_ffn(i) {
+                Some(AudioBranch {
+                    input_norm: g(&format!("{p}.audio_input_layernorm.weight"))?,
+                    post_norm: g(&format!("{p}.audio_post_attention_layernorm.weight"))?,
+                    ffn: FfnWeights {
+                        gate: g(&format!("{p}.audio_mlp.gate_proj.weight"))?,
+                        up: g(&format!("{p}.audio_mlp.up_proj.weight"))?,
+                        down: g(&format!("{p}.audio_mlp.down_proj.weight"))?,
+                    },
+                })
+            } else {
+                None
+            };
+            layers.push(LayerWeights {
+                kind: cfg.layer_kinds[i],
+                input_norm: g(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: g(&format!("{p}.post_attention_layernorm.weight"))?,
+                q: g(&format!("{p}.self_attn.q_proj.weight"))?,
+                k: g(&format!("{p}.self_attn.k_proj.weight"))?,
+                v: g(&format!("{p}.self_attn.v_proj.weight"))?,
+                o: g(&format!("{p}.self_attn.o_proj.weight"))?,
+                ffn: FfnWeights {
+                    gate: g(&format!("{p}.mlp.gate_proj.weight"))?,
+                    up: g(&format!("{p}.mlp.up_proj.weight"))?,
+                    down: g(&format!("{p}.mlp.down_proj.weight"))?,
+                },
+                audio,
+            });
+        }
+        Ok(ModelWeights {
+            embed,
+            audio_embed,
+            audio_projector,
+            layers,
+            norm: g("norm.weight")?,
+            text_head: g("audio_decoder_proj.text_lm_head.weight")?,
+            audio_head: g("audio_decoder_proj.audio_lm_head.weight")?,
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        let mut n = self.embed.elem_count() + self.audio_embed.elem_count() + self.norm.elem_count() + self.text_head.elem_count() + self.audio_head.elem_count();
+        n += self.audio_projector.as_ref().map_or(0, |t| t.elem_count());
+        for l in &self.layers {
+            n += [&l.input_norm, &l.post_norm, &l.q, &l.k, &l.v, &l.o, &l.ffn.gate, &l.ffn.up, &l.ffn.down].iter().map(|t| t.elem_count()).sum::<usize>();
+            if let Some(a) = &l.audio {
+                n += [&a.input_norm, &a.post_norm, &a.ffn.gate, &a.ffn.up, &a.ffn.down].iter().map(|t| t.elem_count()).sum::<usize>();
+            }
+        }
+        n
+    }
+}
