@@ -20,6 +20,14 @@ pub struct CheckArgs {
     voices: Option<PathBuf>,
 }
 
+/// `--tokenizer`, else `DIR/../tokenizer/tokenizer.json` style locations next to the fixtures.
+fn prompt_tokenizer(a: &CheckArgs) -> Option<PathBuf> {
+    if let Some(t) = &a.tokenizer {
+        return Some(t.clone());
+    }
+    a.dir.ancestors().map(|d| d.join("tokenizer/tokenizer.json")).find(|p| p.is_file())
+}
+
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut results: Vec<CaseResult> = Vec::new();
     let want = |p: &str| a.part == "all" || a.part == p;
@@ -35,7 +43,21 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     if want("llm") {
         run_part("llm", reference::llm::check_llm(&a.dir));
     }
-    let _ = (&a.tokenizer, &a.voices);
+    if want("prompts") {
+        match prompt_tokenizer(&a) {
+            Some(tok) => run_part(
+                "prompts",
+                match &a.voices {
+                    Some(v) => reference::prompts::check_prompts_with_voices(&a.dir, &tok, v),
+                    None => reference::prompts::check_prompts(&a.dir, &tok),
+                },
+            ),
+            None => run_part(
+                "prompts",
+                Err(crate::Error::BadRequest("the prompt cases need the Higgs tokenizer: pass --tokenizer FILE (tokenizer.json)".into())),
+            ),
+        }
+    }
     let failed = results.iter().filter(|r| !r.passed).count();
     for r in &results {
         println!("{r}");

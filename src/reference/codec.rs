@@ -22,6 +22,8 @@ const ENCODE_TOL: f32 = 1e-4;
 #[derive(Default)]
 struct Tally {
     compared: usize,
+    tensors: usize,
+    code_sets: usize,
     worst_rel: f32,
     worst_name: String,
     failures: Vec<String>,
@@ -31,6 +33,7 @@ struct Tally {
 impl Tally {
     fn tensor(&mut self, name: &str, got: &[f32], want: &[f32], tol: f32) {
         self.compared += 1;
+        self.tensors += 1;
         let (abs, rel) = compare(got, want);
         if got.len() != want.len() {
             self.failures.push(format!(
@@ -50,6 +53,7 @@ impl Tally {
 
     fn codes(&mut self, name: &str, got: &[Vec<u32>], want: &[Vec<u32>]) {
         self.compared += 1;
+        self.code_sets += 1;
         let shape = |c: &[Vec<u32>]| (c.len(), c.first().map_or(0, Vec::len));
         if shape(got) != shape(want) {
             self.failures.push(format!(
@@ -71,10 +75,17 @@ impl Tally {
 
     fn finish(self, name: &str) -> CaseResult {
         let mut detail = if self.failures.is_empty() {
-            format!(
-                "{} checks, worst rel {:.2e} ({}), codes identical",
-                self.compared, self.worst_rel, self.worst_name
-            )
+            let mut parts = vec![format!("{} checks", self.compared)];
+            if self.tensors > 0 {
+                parts.push(format!(
+                    "worst rel {:.2e} ({})",
+                    self.worst_rel, self.worst_name
+                ));
+            }
+            if self.code_sets > 0 {
+                parts.push("codes identical".into());
+            }
+            parts.join(", ")
         } else {
             self.failures.join("; ")
         };

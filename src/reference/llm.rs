@@ -118,7 +118,7 @@ impl LlmFixture {
         if n_out == 1 {
             prompt.audio_out.push(e.matrix(&format!("{name}.audio_codes"))?);
         }
-        let mut engine = Engine::new(self.model.clone(), EngineConfig::default())?;
+        let engine = Engine::new(self.model.clone(), EngineConfig::default())?;
         let rows = engine.expand_prompt(&prompt)?;
         let mut rep = Report::default();
         // Expanded ids and masks as the collator builds them.
@@ -197,6 +197,13 @@ impl LlmFixture {
 
     /// Greedy generation with the case's prompt, as the fixture generator called it.
     pub fn run_generation(&self, name: &str, case: &Value) -> Result<Output> {
+        let (prompt, params) = self.generation_request(name, case)?;
+        let mut engine = Engine::new(self.model.clone(), EngineConfig::default())?;
+        engine.generate(&prompt, params)
+    }
+
+    /// The prompt and parameters of a generation case.
+    pub fn generation_request(&self, name: &str, case: &Value) -> Result<(Prompt, GenerationParams)> {
         let e = &self.expected;
         let cfg = &self.model.cfg;
         let mut prompt = Prompt {
@@ -222,8 +229,7 @@ impl LlmFixture {
             params.suppress_audio = vec![cfg.stream_eos as usize];
             params.suppress_text = vec![cfg.stream_eos as usize];
         }
-        let mut engine = Engine::new(self.model.clone(), EngineConfig::default())?;
-        engine.generate(&prompt, params)
+        Ok((prompt, params))
     }
 
     fn generation_case(&self, name: &str, case: &Value, out: &Output) -> Result<CaseResult> {

@@ -43,3 +43,4 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
 
 pub mod fixture;
 pub mod llm;
+pub mod prompts;
