@@ -20,6 +20,7 @@ pub mod reference;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
+pub mod tts;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 //! flags and runner live in their own file; this file only parses and dispatches.
 
 mod check;
+mod tts;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ enum Cmd {
     CheckReference(check::CheckArgs),
     /// Benchmarks with random weights of a given shape.
     Bench(crate::bench::BenchArgs),
+    /// Text to speech: write a WAV, or stream raw PCM to stdout.
+    Tts(tts::TtsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -26,6 +29,7 @@ pub fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::CheckReference(a) => check::run(a),
         Cmd::Bench(a) => crate::bench::run(a),
+        Cmd::Tts(a) => tts::run(a),
     };
     match r {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 //! May use: error, tensor, config.
 
 pub mod map;
+pub mod hub;
 pub mod random;
 pub mod safetensors;
 

@@ -1,0 +1,115 @@
+/**
+ * rope.cu — llama3-scaled rotary embedding, split-half pairing (j, j + head_dim/2), per-token
+ * positions, applied in place; and a variant fused with the paged KV-cache write.
+ * spec: model.md §5.5, §11.3. CPU twin: src/backend/cpu/rope.rs.
+ *
+ *   φ = f32(pos) · inv_freq[j]        (inv_freq already llama3-scaled, f32, [head_dim/2])
+ *   x'_j      = x_j · cos φ − x_{j+h} · sin φ
+ *   x'_{j+h}  = x_{j+h} · cos φ + x_j · sin φ
+ *
+ * bf16: cos/sin are computed in f32 and rounded to bf16, each product and the sum are rounded to
+ * bf16 (the reference runs `x*cos + rotate_half(x)*sin` as bf16 tensor ops). f32: no rounding.
+ * sincosf (not the fast intrinsic) because angles reach pos·1.0 rad and need full range reduction.
+ */
+#include "common.cuh"
+
+struct RopeParams {
+    void* x;                  // [n_tokens, n_heads * head_dim], rotated in place
+    const int32_t* positions; // [n_tokens]
+    const float* inv_freq;    // [head_dim / 2]
+    int32_t n_tokens;
+    int32_t n_heads;
+    int32_t head_dim;
+    int32_t _pad;
+};
+HIGGS_PARAMS_SIZE(RopeParams, 40);
+
+struct RopeCacheParams {
+    void* q;                     // [n_tokens, n_heads * head_dim], rotated in place
+    void* k;                     // [n_tokens, n_kv_heads * head_dim], rotated in place
+    const void* v;               // [n_tokens, n_kv_heads * head_dim]
+    void* k_cache;               // [num_slots, n_kv_heads, head_dim]
+    void* v_cache;               // [num_slots, n_kv_heads, head_dim]
+    const int32_t* positions;    // [n_tokens]
+    const int32_t* slot_mapping; // [n_tokens], -1 = do not cache
+    const float* inv_freq;       // [head_dim / 2]
+    int32_t n_tokens;
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;
+    int32_t num_slots;           // slots outside [0, num_slots) are skipped, never written
+    int32_t _pad;
+};
+HIGGS_PARAMS_SIZE(RopeCacheParams, 88);
+
+/** Rotates pair (j, j+half) of one head in place; returns nothing, writes both. */
+template <typename T>
+__device__ __forceinline__ void rotate_pair(T* head, int j, int half, float pos, const float* inv_freq) {
+    float s, c;
+    sincosf(pos * inv_freq[j], &s, &c);
+    c = round_to<T>(c);
+    s = round_to<T>(s);
+    const float a = to_f32(head[j]);
+    const float b = to_f32(head[j + half]);
+    const float lo = round_to<T>(round_to<T>(a * c) + round_to<T>(-b * s));
+    const float hi = round_to<T>(round_to<T>(b * c) + round_to<T>(a * s));
+    head[j] = from_f32<T>(lo);
+    head[j + half] = from_f32<T>(hi);
+}
+
+/**
+ * \brief In-place RoPE on one tensor (Q or K).
+ * Grid: (n_tokens, n_heads). Block: head_dim/2 threads, thread j owns pair (j, j+head_dim/2).
+ * Assumes head_dim even and head_dim/2 <= 1024. No smem.
+ * \tparam T bf16 or float.
+ */
+template <typename T>
+__device__ __forceinline__ void rope_impl(const RopeParams& p) {
+    const int half = p.head_dim / 2;
+    const int j = threadIdx.x;
+    if (j >= half) return;
+    const int64_t t = blockIdx.x;
+    T* head = static_cast<T*>(p.x) + (t * p.n_heads + blockIdx.y) * p.head_dim;
+    rotate_pair<T>(head, j, half, (float)p.positions[t], p.inv_freq);
+}
+
+/**
+ * \brief RoPE on Q and K plus the paged-cache write of rotated K and of V, in one pass.
+ * Grid: (n_tokens, n_heads + n_kv_heads): y < n_heads is a Q head, the rest are KV heads.
+ * Block: head_dim/2 threads, thread j owns pair (j, j+head_dim/2). No smem.
+ * Each thread writes exactly the K/V elements it rotated/read, so no sync is needed.
+ * \tparam T bf16 or float (q, k, v and both caches).
+ */
+template <typename T>
+__device__ __forceinline__ void rope_cache_impl(const RopeCacheParams& p) {
+    const int half = p.head_dim / 2;
+    const int j = threadIdx.x;
+    if (j >= half) return;
+    const int64_t t = blockIdx.x;
+    const int y = blockIdx.y;
+    const float pos = (float)p.positions[t];
+    if (y < p.n_heads) {
+        T* head = static_cast<T*>(p.q) + (t * p.n_heads + y) * p.head_dim;
+        rotate_pair<T>(head, j, half, pos, p.inv_freq);
+        return;
+    }
+    const int kh = y - p.n_heads;
+    const int64_t off = (t * p.n_kv_heads + kh) * p.head_dim;
+    T* k = static_cast<T*>(p.k) + off;
+    rotate_pair<T>(k, j, half, pos, p.inv_freq);
+    const int32_t slot = p.slot_mapping[t];
+    if (slot < 0 || slot >= p.num_slots) return;
+    const int64_t dst = ((int64_t)slot * p.n_kv_heads + kh) * p.head_dim;
+    const T* v = static_cast<const T*>(p.v) + off;
+    T* kc = static_cast<T*>(p.k_cache) + dst;
+    T* vc = static_cast<T*>(p.v_cache) + dst;
+    kc[j] = k[j];
+    kc[j + half] = k[j + half];
+    vc[j] = v[j];
+    vc[j + half] = v[j + half];
+}
+
+extern "C" __global__ void rope_bf16(const __grid_constant__ RopeParams p) { rope_impl<bf16>(p); }
+extern "C" __global__ void rope_f32(const __grid_constant__ RopeParams p) { rope_impl<float>(p); }
+extern "C" __global__ void rope_cache_bf16(const __grid_constant__ RopeCacheParams p) { rope_cache_impl<bf16>(p); }
+extern "C" __global__ void rope_cache_f32(const __grid_constant__ RopeCacheParams p) { rope_cache_impl<float>(p); }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# GPU check, for the device machine (driver + nvcc 13.0, NO Rust): runs the prebuilt CUDA
+# conformance test binary and `higgs bench` from a bundle made by scripts/build-gpu-bundle.sh,
+# then prints one summary table. Budget: well under 10 minutes (each step has its own timeout).
+#
+# Usage (repo root on the device):   bash out/gpu/gpu-check.sh [bundle dir, default out/gpu]
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bundle="${1:-$here}"
+cd "$bundle"
+
+# cuBLAS ships with the device image's python (nvidia-cublas wheel), not in a system lib dir.
+if cublas_dir="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)"; then
+    export LD_LIBRARY_PATH="${cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+for d in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
+    [[ -d "$d" ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+
+gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1)"
+commit="$(cat COMMIT 2>/dev/null || echo unknown)"
+declare -a rows
+
+# 1. Conformance: every kernel family vs its CPU twin. Synchronise after every launch so a
+#    fault is reported by the kernel that caused it.
+conf_log="$(mktemp)"
+start=$(date +%s)
+HIGGS_CUDA_SYNC=1 timeout 420 ./conformance_cuda --test-threads=1 --nocapture >"$conf_log" 2>&1
+conf_rc=$?
+secs=$(( $(date +%s) - start ))
+grep -E "^test |seed|panicked|max rel err|guard|skipped" "$conf_log" | tail -n 60
+while read -r name status; do
+    rows+=("conformance/$name|$status|")
+done < <(grep -E "^test .* \.\.\. " "$conf_log" | sed -E 's/^test ([^ ]+) \.\.\. ([a-zA-Z]+).*/\1 \2/')
+if grep -q "skipped: no CUDA device" "$conf_log"; then
+    rows+=("conformance|SKIPPED|no CUDA device seen by the test binary")
+fi
+rows+=("conformance total|rc=$conf_rc|${secs}s")
+
+# 2. End-to-end bench (real shapes, random weights). Fails gracefully if the flags differ.
+bench_log="$(mktemp)"
+start=$(date +%s)
+timeout 150 ./higgs bench --device cuda --shape real --dtype bf16 >"$bench_log" 2>&1
+bench_rc=$?
+secs=$(( $(date +%s) - start ))
+tail -n 30 "$bench_log"
+if [[ $bench_rc -ne 0 ]]; then
+    reason="$(grep -m1 -iE "error|unexpected|unrecognized" "$bench_log" | cut -c1-80)"
+    rows+=("higgs bench|FAILED rc=$bench_rc|${reason:-see log above}")
+else
+    rows+=("higgs bench|ok|${secs}s")
+fi
+
+echo
+echo "== gpu-check: ${gpu:-no nvidia-smi} | commit $commit =="
+printf '%-52s %-14s %s\n' "check" "result" "note"
+for r in "${rows[@]}"; do
+    IFS='|' read -r a b c <<<"$r"
+    printf '%-52s %-14s %s\n' "$a" "$b" "$c"
+done
+[[ $conf_rc -eq 0 ]]

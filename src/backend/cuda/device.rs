@@ -1,0 +1,195 @@
+//! `CudaDevice`: the CUDA context, the engine's ONE stream, every kernel module loaded once
+//! (functions indexed by the generated `Kernel` enum) and the cuBLAS handle. Owned state only:
+//! a test can build two devices side by side. cudarc loads libcuda/libcublas dynamically, so
+//! a CUDA build starts on a driverless machine and [`CudaDevice::new`] returns a clear
+//! "no CUDA device" error instead of panicking.
+//! May use: error, tensor, cudarc, the generated kernels.
+
+use std::sync::Arc;
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+
+use super::kernels::{Kernel, Module};
+use crate::error::{Error, Result};
+
+/// Message prefix every "no device" error starts with; tests look for it to skip.
+pub const NO_DEVICE: &str = "no CUDA device";
+
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// One loaded function per `Kernel`, indexed by `Kernel as usize`.
+    functions: Vec<CudaFunction>,
+    blas: Option<CudaBlas>,
+    num_sms: u32,
+    /// Synchronise after every launch so an asynchronous fault is reported by the kernel that
+    /// caused it: on in debug builds and tests, or with `HIGGS_CUDA_SYNC=1`.
+    sync_each_launch: bool,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("num_sms", &self.num_sms)
+            .field("cublas", &self.blas.is_some())
+            .finish()
+    }
+}
+
+fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Kernel {
+        kernel: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal`: context, one stream, all kernel modules, cuBLAS if present.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only dlopen()s candidate libcuda names; no CUDA call is made.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::Unsupported(format!(
+                "{NO_DEVICE}: the CUDA driver library (libcuda.so) is not installed"
+            )));
+        }
+        let count = CudaContext::device_count().map_err(|e| {
+            Error::Unsupported(format!("{NO_DEVICE}: cuInit/cuDeviceGetCount failed: {e}"))
+        })?;
+        if count <= 0 {
+            return Err(Error::Unsupported(format!(
+                "{NO_DEVICE}: the driver reports 0 devices"
+            )));
+        }
+        if ordinal >= count as usize {
+            return Err(Error::Unsupported(format!(
+                "{NO_DEVICE}: ordinal {ordinal} requested, {count} present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| driver_err("CudaContext::new", e))?;
+        let stream = ctx.new_stream().map_err(|e| driver_err("new_stream", e))?;
+        let num_sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| driver_err("device attribute", e))? as u32;
+
+        let mut modules = Vec::with_capacity(Module::COUNT);
+        for m in Module::ALL {
+            let image = cudarc::nvrtc::Ptx::from_binary(m.image().to_vec());
+            let module = ctx.load_module(image).map_err(|e| Error::Kernel {
+                kernel: format!("module {}", m.name()),
+                reason: format!(
+                    "loading fatbin failed (no sm_80/sm_90a cubin or compute_80 PTX fits?): {e}"
+                ),
+            })?;
+            modules.push(module);
+        }
+        let mut functions = Vec::with_capacity(Kernel::ALL.len());
+        for (i, &k) in Kernel::ALL.iter().enumerate() {
+            debug_assert_eq!(k as usize, i);
+            let f = modules[k.module().index()]
+                .load_function(k.name())
+                .map_err(|e| driver_err(k.name(), e))?;
+            functions.push(f);
+        }
+
+        // SAFETY: only dlopen()s candidate libcublas names.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Some(CudaBlas::new(stream.clone()).map_err(|e| driver_err("cublasCreate", e))?)
+        } else {
+            None
+        };
+        let sync_each_launch =
+            cfg!(debug_assertions) || std::env::var("HIGGS_CUDA_SYNC").is_ok_and(|v| v == "1");
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            functions,
+            blas,
+            num_sms,
+            sync_each_launch,
+        })
+    }
+
+    /// True when `err` came from [`CudaDevice::new`] finding no usable device.
+    pub fn is_no_device(err: &Error) -> bool {
+        matches!(err, Error::Unsupported(m) if m.starts_with(NO_DEVICE))
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    pub fn num_sms(&self) -> u32 {
+        self.num_sms
+    }
+    pub fn name(&self) -> String {
+        self.ctx
+            .name()
+            .unwrap_or_else(|_| "unknown CUDA device".into())
+    }
+    pub(crate) fn function(&self, k: Kernel) -> &CudaFunction {
+        &self.functions[k as usize]
+    }
+    pub(crate) fn blas(&self) -> Result<&CudaBlas> {
+        self.blas.as_ref().ok_or_else(|| Error::Kernel {
+            kernel: "cublasGemmEx".into(),
+            reason: "libcublas.so not found; add its folder (e.g. python's nvidia/cu13/lib) to LD_LIBRARY_PATH".into(),
+        })
+    }
+    pub(crate) fn sync_each_launch(&self) -> bool {
+        self.sync_each_launch
+    }
+
+    /// Blocks until all work queued on the engine stream is done.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| driver_err("stream synchronize", e))
+    }
+
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(|e| driver_err("alloc_zeros", e))
+    }
+
+    /// Copies a host slice into a new device buffer (index lists, masks, block tables).
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            // cuMemAlloc rejects 0 bytes; callers skip ops over empty index lists instead.
+            return Err(Error::Unsupported("upload of an empty slice".into()));
+        }
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| driver_err("memcpy htod", e))
+    }
+
+    /// Copies a device buffer back to the host (synchronises the stream).
+    pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        let v = self
+            .stream
+            .clone_dtoh(dev)
+            .map_err(|e| driver_err("memcpy dtoh", e))?;
+        self.synchronize()?;
+        Ok(v)
+    }
+
+    /// Overwrites a device buffer from the host (same length).
+    pub fn write<T: DeviceRepr>(&self, dst: &mut CudaSlice<T>, host: &[T]) -> Result<()> {
+        if dst.len() != host.len() {
+            return Err(Error::Shape {
+                op: "CudaDevice::write",
+                arg: "host",
+                expected: format!("{} elements", dst.len()),
+                got: format!("{}", host.len()),
+            });
+        }
+        self.stream
+            .memcpy_htod(host, dst)
+            .map_err(|e| driver_err("memcpy htod", e))
+    }
+}

@@ -1,0 +1,200 @@
+//! `CudaStorage`: a device buffer of one activation/weight dtype (f32, or bf16 held as its raw
+//! u16 bits), plus host upload/download. `Tensor` (src/tensor.rs) wraps it in `Storage::Cuda`.
+//! Index buffers (ids, positions, slot mappings, block tables, masks) are plain
+//! `CudaSlice<i32>` / `CudaSlice<u8>` made with [`CudaDevice::upload`].
+//! May use: device, tensor, error.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::device::CudaDevice;
+use super::launch;
+use crate::error::{Error, Result};
+use crate::tensor::{CpuStorage, DType};
+
+#[derive(Debug)]
+pub enum CudaStorage {
+    F32(CudaSlice<f32>),
+    /// bf16 bit patterns (cudarc has no bf16 `DeviceRepr` without its `f16` feature).
+    BF16(CudaSlice<u16>),
+}
+
+fn dl_err(e: impl std::fmt::Display) -> Error {
+    Error::Kernel {
+        kernel: "memcpy dtoh".into(),
+        reason: e.to_string(),
+    }
+}
+
+impl CudaStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CudaStorage::F32(_) => DType::F32,
+            CudaStorage::BF16(_) => DType::BF16,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CudaStorage::F32(s) => s.len(),
+            CudaStorage::BF16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A zero-filled buffer of `n` elements (at least one: CUDA cannot allocate 0 bytes).
+    pub fn zeros(dev: &CudaDevice, n: usize, dtype: DType) -> Result<Self> {
+        match dtype {
+            DType::F32 => Ok(CudaStorage::F32(dev.alloc_zeros::<f32>(n)?)),
+            DType::BF16 => Ok(CudaStorage::BF16(dev.alloc_zeros::<u16>(n)?)),
+            DType::F16 => Err(unsupported_f16()),
+        }
+    }
+
+    /// Uploads host data, rounding to bf16 (nearest-even) when `dtype` is bf16.
+    pub fn from_f32(dev: &CudaDevice, data: &[f32], dtype: DType) -> Result<Self> {
+        match dtype {
+            DType::F32 => Ok(CudaStorage::F32(dev.upload(data)?)),
+            DType::BF16 => {
+                let bits: Vec<u16> = data.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+                Ok(CudaStorage::BF16(dev.upload(&bits)?))
+            }
+            DType::F16 => Err(unsupported_f16()),
+        }
+    }
+
+    /// Uploads host storage as is (f32 or bf16; f16 is not a CUDA activation type here).
+    pub fn from_cpu(dev: &CudaDevice, host: &CpuStorage) -> Result<Self> {
+        match host {
+            CpuStorage::F32(v) => Ok(CudaStorage::F32(dev.upload(v)?)),
+            CpuStorage::BF16(v) => Ok(CudaStorage::BF16(
+                dev.upload(bytemuck::cast_slice::<bf16, u16>(v))?,
+            )),
+            CpuStorage::F16(_) => Err(unsupported_f16()),
+        }
+    }
+
+    /// Downloads into host storage of the same dtype (synchronises the stream).
+    pub fn to_cpu(&self) -> Result<CpuStorage> {
+        match self {
+            CudaStorage::F32(s) => Ok(CpuStorage::F32(download(s)?)),
+            CudaStorage::BF16(s) => {
+                let bits = download(s)?;
+                Ok(CpuStorage::BF16(
+                    bits.into_iter().map(bf16::from_bits).collect(),
+                ))
+            }
+        }
+    }
+
+    /// Downloads and widens to f32 (synchronises the stream).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(self.to_cpu()?.to_f32_vec())
+    }
+
+    /// Raw device address for a kernel params struct.
+    pub(crate) fn ptr(&self, dev: &CudaDevice) -> u64 {
+        match self {
+            CudaStorage::F32(s) => launch::ptr(dev, s),
+            CudaStorage::BF16(s) => launch::ptr(dev, s),
+        }
+    }
+}
+
+fn download<T: cudarc::driver::DeviceRepr>(s: &CudaSlice<T>) -> Result<Vec<T>> {
+    let v = s.stream().clone_dtoh(s).map_err(dl_err)?;
+    s.stream().synchronize().map_err(dl_err)?;
+    Ok(v)
+}
+
+fn unsupported_f16() -> Error {
+    Error::Unsupported("f16 tensors on the CUDA backend (use bf16 or f32)".into())
+}
+
+/// Shared argument checks of the per-family files, written once (STYLE §4.7).
+pub(crate) mod check {
+    use super::CudaStorage;
+    use crate::error::{Error, Result};
+    use crate::tensor::DType;
+    use cudarc::driver::CudaSlice;
+
+    /// `s` holds at least `needed` elements.
+    pub fn len(op: &'static str, arg: &'static str, s: &CudaStorage, needed: usize) -> Result<()> {
+        if s.len() < needed {
+            return Err(shape(op, arg, needed, s.len()));
+        }
+        Ok(())
+    }
+
+    /// An index/mask buffer holds at least `needed` elements.
+    pub fn idx_len<T>(
+        op: &'static str,
+        arg: &'static str,
+        s: &CudaSlice<T>,
+        needed: usize,
+    ) -> Result<()> {
+        if s.len() < needed {
+            return Err(shape(op, arg, needed, s.len()));
+        }
+        Ok(())
+    }
+
+    /// `s` has the dtype of the op's main input.
+    pub fn dtype(
+        op: &'static str,
+        arg: &'static str,
+        s: &CudaStorage,
+        expected: DType,
+    ) -> Result<()> {
+        if s.dtype() != expected {
+            return Err(Error::DType {
+                op,
+                arg,
+                expected: expected.name().into(),
+                got: s.dtype().name().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A dimension fits the i32 fields of the params structs.
+    pub fn fits_i32(op: &'static str, arg: &'static str, v: usize) -> Result<i32> {
+        i32::try_from(v).map_err(|_| Error::Shape {
+            op,
+            arg,
+            expected: "a value < 2^31".into(),
+            got: v.to_string(),
+        })
+    }
+
+    fn shape(op: &'static str, arg: &'static str, needed: usize, got: usize) -> Error {
+        Error::Shape {
+            op,
+            arg,
+            expected: format!(">= {needed} elements"),
+            got: format!("{got}"),
+        }
+    }
+}
+
+/// Picks the bf16 or f32 entry of a family for `dtype`.
+pub(crate) fn by_dtype(
+    op: &'static str,
+    dtype: DType,
+    bf16: super::Kernel,
+    f32: super::Kernel,
+) -> Result<super::Kernel> {
+    match dtype {
+        DType::BF16 => Ok(bf16),
+        DType::F32 => Ok(f32),
+        DType::F16 => Err(Error::DType {
+            op,
+            arg: "x",
+            expected: "bf16 or f32".into(),
+            got: "f16".into(),
+        }),
+    }
+}
