@@ -1,1 +1,7 @@
-//! (filled by the audio work)
+//! Audio I/O for prompts and outputs: WAV read/write (any rate, mono or stereo, int or float
+//! PCM) and resampling (the reference's exact 24 -> 16 kHz sinc for the semantic branch, and a
+//! general Kaiser-windowed sinc to 24 kHz for voice prompts). spec: codec.md §2.1, §5.1.
+//! May use: error.
+
+pub mod resample;
+pub mod wav;

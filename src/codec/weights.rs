@@ -1,0 +1,292 @@
+//! Loading a codec folder into a `WeightMap`: `config.json` plus `model.safetensors` or the
+//! released `model.pth`; HuBERT from `semantic_model.*` inside it or from a separate folder
+//! (`hubert/model.safetensors`). Weight norm is folded once here, so every consumer sees plain
+//! `X.weight` tensors (spec: codec.md §3.1, §8.1).
+//! May use: error, weights, codec::pth.
+
+use super::config::CodecConfig;
+use super::pth;
+use crate::error::{Error, Result};
+use crate::weights::{HostTensor, WeightMap};
+use std::path::{Path, PathBuf};
+
+/// Prefix of the HuBERT tensors in the codec's state dict.
+pub const HUBERT_PREFIX: &str = "semantic_model.";
+
+/// Read one weight file by its extension: `.pth`/`.pt`/`.bin` (torch zip) or `.safetensors`.
+pub fn read_weight_file(path: &Path) -> Result<WeightMap> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => WeightMap::from_safetensors(path),
+        Some("pth") | Some("pt") | Some("bin") => pth::read_pth(path),
+        _ => Err(Error::checkpoint(
+            path,
+            "<file>",
+            "expected a .safetensors or .pth file",
+        )),
+    }
+}
+
+/// The weight file of a codec folder: `model.safetensors` if present (no pickle to interpret),
+/// else `model.pth`.
+pub fn codec_weight_file(dir: &Path) -> Result<PathBuf> {
+    for name in ["model.safetensors", "model.pth"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::checkpoint(
+        dir,
+        "<files>",
+        "no model.safetensors or model.pth in the codec folder",
+    ))
+}
+
+/// Load `dir/config.json` and the codec weights, with weight norm folded. HuBERT comes from
+/// `semantic_model.*` when the checkpoint has it, else from `dir/hubert/model.safetensors`
+/// (re-keyed under `semantic_model.`); if neither exists the map simply lacks it, and only
+/// encoding will fail (naming the missing key).
+pub fn load_codec_dir(dir: &Path) -> Result<(CodecConfig, WeightMap)> {
+    let cfg = CodecConfig::from_file(&dir.join("config.json"))?;
+    let mut w = read_weight_file(&codec_weight_file(dir)?)?;
+    if !w.keys().any(|k| k.starts_with(HUBERT_PREFIX)) {
+        let hubert = dir.join("hubert").join("model.safetensors");
+        if hubert.is_file() {
+            merge_hubert(&mut w, WeightMap::from_safetensors(&hubert)?);
+        }
+    }
+    fold_weight_norm(&mut w)?;
+    Ok((cfg, w))
+}
+
+/// Add a stand-alone HuBERT state dict (`HubertModel.save_pretrained` keys) under the prefix.
+pub fn merge_hubert(w: &mut WeightMap, hubert: WeightMap) {
+    let keys: Vec<String> = hubert.keys().cloned().collect();
+    let mut hubert = hubert;
+    for k in keys {
+        if let Some(t) = hubert.remove(&k) {
+            w.insert(format!("{HUBERT_PREFIX}{k}"), t);
+        }
+    }
+}
+
+/// Replace every weight-norm pair by its folded weight:
+/// `X.weight_g`/`X.weight_v` (legacy) or `X.parametrizations.weight.original0/1` (new API) ->
+/// `X.weight = g * v / ||v||`, the norm taken over every axis but the kept one. The kept axis is
+/// the one where g is not 1 (axis 0 for DAC convs, i.e. the INPUT channel of a ConvTranspose1d;
+/// axis 2 for HuBERT's positional conv). No epsilon, as the reference. Folded in f64.
+pub fn fold_weight_norm(w: &mut WeightMap) -> Result<()> {
+    let pairs: Vec<(String, String, String)> = w
+        .keys()
+        .filter_map(|k| {
+            if let Some(base) = k.strip_suffix(".weight_g") {
+                Some((base.to_string(), k.clone(), format!("{base}.weight_v")))
+            } else {
+                k.strip_suffix(".parametrizations.weight.original0")
+                    .map(|base| {
+                        (
+                            base.to_string(),
+                            k.clone(),
+                            format!("{base}.parametrizations.weight.original1"),
+                        )
+                    })
+            }
+        })
+        .collect();
+    for (base, gk, vk) in pairs {
+        let src = w.source().to_path_buf();
+        let g = w
+            .remove(&gk)
+            .ok_or_else(|| Error::checkpoint(&src, &gk, "missing tensor"))?;
+        let v = w.remove(&vk).ok_or_else(|| {
+            Error::checkpoint(&src, &vk, "weight-norm magnitude without its direction")
+        })?;
+        let folded = fold_one(&src, &gk, &g, &v)?;
+        w.insert(format!("{base}.weight"), folded);
+    }
+    Ok(())
+}
+
+fn fold_one(src: &Path, key: &str, g: &HostTensor, v: &HostTensor) -> Result<HostTensor> {
+    let bad = |r: String| Error::checkpoint(src, key, r);
+    if g.shape.len() != v.shape.len() || v.shape.is_empty() {
+        return Err(bad(format!(
+            "g {:?} and v {:?} ranks differ",
+            g.shape, v.shape
+        )));
+    }
+    let non_one: Vec<usize> = (0..g.shape.len()).filter(|&a| g.shape[a] != 1).collect();
+    let axis = match non_one.as_slice() {
+        [a] => *a,
+        // g all ones: the kept axis has size 1 in v too; axis 0 is the legacy default.
+        [] => (0..v.shape.len()).find(|&a| v.shape[a] == 1).unwrap_or(0),
+        _ => {
+            return Err(bad(format!(
+                "g {:?} has more than one non-unit axis",
+                g.shape
+            )))
+        }
+    };
+    if g.shape[axis] != v.shape[axis] || g.numel() != v.shape[axis] {
+        return Err(bad(format!(
+            "g {:?} does not match v {:?} on axis {axis}",
+            g.shape, v.shape
+        )));
+    }
+    let n = v.shape[axis];
+    let inner: usize = v.shape[axis + 1..].iter().product();
+    let outer: usize = v.shape[..axis].iter().product();
+    let mut sq = vec![0f64; n];
+    for o in 0..outer {
+        for a in 0..n {
+            let s = &v.data[(o * n + a) * inner..(o * n + a + 1) * inner];
+            sq[a] += s.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        }
+    }
+    // As torch's `v * (g / norm)` in fp32: one rounding for the norm, one for the scale.
+    let scale: Vec<f32> = (0..n).map(|a| g.data[a] / sq[a].sqrt() as f32).collect();
+    let mut out = v.data.clone();
+    for o in 0..outer {
+        for (a, &sc) in scale.iter().enumerate() {
+            for x in &mut out[(o * n + a) * inner..(o * n + a + 1) * inner] {
+                *x *= sc;
+            }
+        }
+    }
+    Ok(HostTensor::new(v.shape.clone(), out))
+}
+
+/// Take (remove) `key` from the map after checking its shape, returning its data.
+pub fn take_shaped(w: &mut WeightMap, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    w.get_shaped(key, shape)?;
+    let src = w.source().to_path_buf();
+    w.remove(key)
+        .map(|t| t.data)
+        .ok_or_else(|| Error::checkpoint(src, key, "missing tensor"))
+}
+
+/// Random decode-path weights of `cfg`'s real shapes (already folded): the RVQ stages,
+/// `fc_post2` and `decoder_2`, for benchmarks. Uniform weights scaled by 1/sqrt(fan_in) keep
+/// activations O(1); Snake alphas lie in [0.5, 2] as trained ones do.
+pub fn random_decode_weights(cfg: &CodecConfig, seed: u64) -> WeightMap {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut w = WeightMap::new("<random>");
+    let mut put = |w: &mut WeightMap, key: String, shape: Vec<usize>, fan_in: usize| {
+        let a = (3.0 / fan_in.max(1) as f32).sqrt();
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| rng.gen_range(-a..a)).collect();
+        w.insert(key, HostTensor::new(shape, data));
+    };
+    let (q, cd, bins) = (cfg.quantizer_dim(), cfg.codebook_dim, cfg.bins);
+    for i in 0..cfg.n_q {
+        let p = format!("quantizer.vq.layers.{i}");
+        put(&mut w, format!("{p}.project_in.weight"), vec![cd, q], q);
+        put(&mut w, format!("{p}.project_in.bias"), vec![cd], q);
+        put(&mut w, format!("{p}.project_out.weight"), vec![q, cd], cd);
+        put(&mut w, format!("{p}.project_out.bias"), vec![q], cd);
+        put(&mut w, format!("{p}._codebook.embed"), vec![bins, cd], 1);
+    }
+    put(&mut w, "fc_post2.weight".into(), vec![cfg.d, q], q);
+    put(&mut w, "fc_post2.bias".into(), vec![cfg.d], q);
+    let mut alphas = Vec::new();
+    let conv = |w: &mut WeightMap,
+                put: &mut dyn FnMut(&mut WeightMap, String, Vec<usize>, usize),
+                p: String,
+                ci: usize,
+                co: usize,
+                k: usize| {
+        put(w, format!("{p}.weight"), vec![co, ci, k], ci * k);
+        put(w, format!("{p}.bias"), vec![co], ci * k);
+    };
+    conv(
+        &mut w,
+        &mut put,
+        "decoder_2.model.0".into(),
+        cfg.d,
+        cfg.decoder_channels,
+        7,
+    );
+    let mut c = cfg.decoder_channels;
+    for (i, &s) in cfg.ratios.iter().enumerate() {
+        let p = format!("decoder_2.model.{}", i + 1);
+        alphas.push((format!("{p}.block.0.alpha"), c));
+        put(
+            &mut w,
+            format!("{p}.block.1.weight"),
+            vec![c, c / 2, 2 * s],
+            c * 2,
+        );
+        put(&mut w, format!("{p}.block.1.bias"), vec![c / 2], c * 2);
+        c /= 2;
+        for r in 0..3 {
+            let u = format!("{p}.block.{}", r + 2);
+            alphas.push((format!("{u}.block.0.alpha"), c));
+            conv(&mut w, &mut put, format!("{u}.block.1"), c, c, 7);
+            alphas.push((format!("{u}.block.2.alpha"), c));
+            conv(&mut w, &mut put, format!("{u}.block.3"), c, c, 1);
+        }
+    }
+    let n = cfg.ratios.len();
+    alphas.push((format!("decoder_2.model.{}.alpha", n + 1), c));
+    conv(
+        &mut w,
+        &mut put,
+        format!("decoder_2.model.{}", n + 2),
+        c,
+        1,
+        7,
+    );
+    drop(put);
+    for (key, ch) in alphas {
+        let data = (0..ch).map(|_| rng.gen_range(0.5f32..2.0)).collect();
+        w.insert(key, HostTensor::new(vec![1, ch, 1], data));
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_on_the_axis_where_g_is_not_one() {
+        let mut w = WeightMap::new("t");
+        // ConvTranspose1d-like v [2 in, 1 out, 2 k]: one norm per input channel (axis 0).
+        w.insert(
+            "a.weight_g",
+            HostTensor::new(vec![2, 1, 1], vec![1.0, 10.0]),
+        );
+        w.insert(
+            "a.weight_v",
+            HostTensor::new(vec![2, 1, 2], vec![3.0, 4.0, 0.0, 2.0]),
+        );
+        // pos-conv-like v [1, 2, 2] with g [1, 1, 2]: one norm per tap (axis 2).
+        w.insert(
+            "b.parametrizations.weight.original0",
+            HostTensor::new(vec![1, 1, 2], vec![2.0, 1.0]),
+        );
+        w.insert(
+            "b.parametrizations.weight.original1",
+            HostTensor::new(vec![1, 2, 2], vec![3.0, 1.0, 4.0, 0.0]),
+        );
+        fold_weight_norm(&mut w).unwrap();
+        assert_eq!(w.get("a.weight").unwrap().data, vec![0.6, 0.8, 0.0, 10.0]);
+        assert_eq!(w.get("b.weight").unwrap().data, vec![1.2, 1.0, 1.6, 0.0]);
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn random_weights_build_a_decoder() {
+        let mut cfg = CodecConfig::released();
+        cfg.decoder_channels = 64;
+        cfg.d = 16;
+        cfg.semantic_dim = 32;
+        let w = random_decode_weights(&cfg, 1);
+        let tok = crate::codec::AudioTokenizer::from_weights(cfg, w).unwrap();
+        assert!(tok.weights().is_empty());
+        let audio = tok.decode(&vec![vec![5, 9]; 8]).unwrap();
+        assert_eq!(audio.len(), 1920);
+        assert!(audio.iter().all(|x| x.is_finite()));
+    }
+}
