@@ -43,6 +43,9 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     if want("llm") {
         run_part("llm", reference::llm::check_llm(&a.dir));
     }
+    if want("codec") {
+        run_part("codec", reference::codec::check_codec(&a.dir));
+    }
     if want("prompts") {
         match prompt_tokenizer(&a) {
             Some(tok) => run_part(
@@ -52,6 +55,9 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
                     None => reference::prompts::check_prompts(&a.dir, &tok),
                 },
             ),
+            // With `--part all`, a missing tokenizer skips the prompt part (said on stderr);
+            // asked for explicitly, it is an error.
+            None if a.part == "all" => eprintln!("note: prompt cases skipped: no tokenizer.json found next to the fixtures; pass --tokenizer FILE"),
             None => run_part(
                 "prompts",
                 Err(crate::Error::BadRequest("the prompt cases need the Higgs tokenizer: pass --tokenizer FILE (tokenizer.json)".into())),

@@ -2,6 +2,7 @@
 //! flags and runner live in their own file; this file only parses and dispatches.
 
 mod check;
+mod codec;
 mod tts;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ enum Cmd {
     CheckReference(check::CheckArgs),
     /// Benchmarks with random weights of a given shape.
     Bench(crate::bench::BenchArgs),
+    /// The audio tokenizer alone: encode a WAV to codes, decode codes to a WAV.
+    #[command(subcommand)]
+    Codec(codec::CodecCmd),
     /// Text to speech: write a WAV, or stream raw PCM to stdout.
     Tts(tts::TtsArgs),
 }
@@ -30,6 +34,7 @@ pub fn main() -> ExitCode {
         Cmd::CheckReference(a) => check::run(a),
         Cmd::Bench(a) => crate::bench::run(a),
         Cmd::Tts(a) => tts::run(a),
+        Cmd::Codec(c) => codec::run(c).map(|()| ExitCode::SUCCESS),
     };
     match r {
         Ok(code) => code,

@@ -41,6 +41,7 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
     (max_abs, if scale > 0.0 { max_abs / scale } else { max_abs })
 }
 
+pub mod codec;
 pub mod fixture;
 pub mod llm;
 pub mod prompts;
