@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, here (where Rust is), what scripts/gpu-check.sh runs on the GPU machine (which has a
-# driver and nvcc but no Rust): the release `conformance_cuda` test binary and the `higgs`
-# binary, both with --features cuda, copied into out/gpu/ (git-ignored) together with the
+# driver and nvcc but no Rust): the release `conformance_cuda` (kernels) and
+# `conformance_model_cuda` (whole model vs the CPU engine) test binaries, the LLM reference
+# fixture and the `higgs` binary, all with --features cuda, copied into out/gpu/ (git-ignored) together with the
 # check script. Carry `out/gpu` to the device and run `out/gpu/gpu-check.sh` there.
 set -euo pipefail
 
@@ -10,22 +11,35 @@ cd "$repo"
 dest="${1:-out/gpu}"
 mkdir -p "$dest"
 
-# --message-format=json names the test executable; take the conformance_cuda one.
-test_bin="$(cargo test --release --features cuda --test conformance_cuda --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
+# --message-format=json names the test executables; take each conformance binary by name.
+test_bin() {
+    cargo test --release --features cuda --test "$1" --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys
+name = sys.argv[1]
 for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "conformance_cuda" and m.get("executable"):
-        print(m["executable"])')"
-if [[ -z "$test_bin" ]]; then
-    echo "error: could not build the conformance_cuda test binary; run" >&2
-    echo "  cargo test --release --features cuda --test conformance_cuda --no-run" >&2
-    exit 1
-fi
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == name and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+declare -A bins
+for t in conformance_cuda conformance_model_cuda; do
+    bins[$t]="$(test_bin "$t")"
+    if [[ -z "${bins[$t]}" ]]; then
+        echo "error: could not build the $t test binary; run" >&2
+        echo "  cargo test --release --features cuda --test $t --no-run" >&2
+        exit 1
+    fi
+done
 cargo build --release --features cuda --bin higgs
 
-cp "$test_bin" "$dest/conformance_cuda"
+for t in "${!bins[@]}"; do
+    cp "${bins[$t]}" "$dest/$t"
+done
+# The model conformance test reads the LLM reference fixture (1.7 MB) through HIGGS_FIXTURES.
+mkdir -p "$dest/fixtures/reference"
+rm -rf "$dest/fixtures/reference/llm"
+cp -r tests/fixtures/reference/llm "$dest/fixtures/reference/llm"
 cp target/release/higgs "$dest/higgs"
 cp scripts/gpu-check.sh "$dest/gpu-check.sh"
 [[ -f target/kernel-resources.txt ]] && cp target/kernel-resources.txt "$dest/"

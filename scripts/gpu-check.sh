@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check, for the device machine (driver + nvcc 13.0, NO Rust): runs the prebuilt CUDA
-# conformance test binary and `higgs bench` from a bundle made by scripts/build-gpu-bundle.sh,
-# then prints one summary table. Budget: well under 10 minutes (each step has its own timeout).
+# conformance test binaries (kernels, then the whole model against the CPU engine) and
+# `higgs bench` (real shapes, bf16, batch 1..128) from a bundle made by
+# scripts/build-gpu-bundle.sh, then prints one summary table. Budget: under 10 minutes on an
+# H100 (timeouts 200 + 120 + 240 s).
 #
 # Usage (repo root on the device):   bash out/gpu/gpu-check.sh [bundle dir, default out/gpu]
 set -uo pipefail
@@ -26,7 +28,7 @@ declare -a rows
 #    fault is reported by the kernel that caused it.
 conf_log="$(mktemp)"
 start=$(date +%s)
-HIGGS_CUDA_SYNC=1 timeout 420 ./conformance_cuda --test-threads=1 --nocapture >"$conf_log" 2>&1
+HIGGS_CUDA_SYNC=1 timeout 200 ./conformance_cuda --test-threads=1 --nocapture >"$conf_log" 2>&1
 conf_rc=$?
 secs=$(( $(date +%s) - start ))
 grep -E "^test |seed|panicked|max rel err|guard|skipped" "$conf_log" | tail -n 60
@@ -38,10 +40,26 @@ if grep -q "skipped: no CUDA device" "$conf_log"; then
 fi
 rows+=("conformance total|rc=$conf_rc|${secs}s")
 
+# 1b. The whole model (one code path) on CUDA vs the CPU engine on the reference fixture:
+#     f32 greedy codes identical, hidden within 1e-4; bf16 logits within 2e-2.
+model_log="$(mktemp)"
+start=$(date +%s)
+HIGGS_FIXTURES="$PWD/fixtures/reference" timeout 120 ./conformance_model_cuda --test-threads=1 --nocapture >"$model_log" 2>&1
+model_rc=$?
+secs=$(( $(date +%s) - start ))
+grep -E "^test |f32 codes|bf16 |panicked|skipped|assert" "$model_log" | tail -n 40
+while read -r name status; do
+    rows+=("model/$name|$status|")
+done < <(grep -E "^test .* \.\.\. " "$model_log" | sed -E 's/^test ([^ ]+) \.\.\. ([a-zA-Z]+).*/\1 \2/')
+if grep -q "skipped: no CUDA device" "$model_log"; then
+    rows+=("model conformance|SKIPPED|no CUDA device seen by the test binary")
+fi
+rows+=("model conformance total|rc=$model_rc|${secs}s")
+
 # 2. End-to-end bench (real shapes, random weights). Fails gracefully if the flags differ.
 bench_log="$(mktemp)"
 start=$(date +%s)
-timeout 150 ./higgs bench --device cuda --shape real --dtype bf16 >"$bench_log" 2>&1
+timeout 240 ./higgs bench --device cuda --shape real --dtype bf16 --batch 1,8,32,64,128 >"$bench_log" 2>&1
 bench_rc=$?
 secs=$(( $(date +%s) - start ))
 tail -n 30 "$bench_log"
@@ -59,4 +77,4 @@ for r in "${rows[@]}"; do
     IFS='|' read -r a b c <<<"$r"
     printf '%-52s %-14s %s\n' "$a" "$b" "$c"
 done
-[[ $conf_rc -eq 0 ]]
+[[ $conf_rc -eq 0 && $model_rc -eq 0 ]]

@@ -138,7 +138,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { num_blocks: 512, block_size: 16 }
+        EngineConfig {
+            num_blocks: 512,
+            block_size: 16,
+        }
     }
 }
 
@@ -153,7 +156,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(model: Arc<Model>, cfg: EngineConfig) -> Result<Self> {
-        let kv = model.new_kv_cache(cfg.num_blocks, cfg.block_size);
+        let kv = model.try_new_kv_cache(cfg.num_blocks, cfg.block_size)?;
         Ok(Engine {
             model,
             kv,
@@ -180,14 +183,27 @@ impl Engine {
         let mut rows = Vec::with_capacity(p.ids.len());
         let push_seg = |rows: &mut Vec<RowInput>, codes: &Vec<Vec<u32>>, out: bool| -> Result<()> {
             if codes.len() != cfg.n_codebooks {
-                return Err(Error::BadRequest(format!("audio segment has {} codebooks, the model has {}", codes.len(), cfg.n_codebooks)));
+                return Err(Error::BadRequest(format!(
+                    "audio segment has {} codebooks, the model has {}",
+                    codes.len(),
+                    cfg.n_codebooks
+                )));
             }
             let t = codes[0].len();
-            if let Some(bad) = codes.iter().flatten().find(|&&c| c as usize >= cfg.codebook_size) {
-                return Err(Error::BadRequest(format!("audio code {bad} is outside the codebook (size {})", cfg.codebook_size)));
+            if let Some(bad) = codes
+                .iter()
+                .flatten()
+                .find(|&&c| c as usize >= cfg.codebook_size)
+            {
+                return Err(Error::BadRequest(format!(
+                    "audio code {bad} is outside the codebook (size {})",
+                    cfg.codebook_size
+                )));
             }
             if codes.iter().any(|r| r.len() != t) {
-                return Err(Error::BadRequest("audio segment rows have different lengths".into()));
+                return Err(Error::BadRequest(
+                    "audio segment rows have different lengths".into(),
+                ));
             }
             let d = wrap_and_delay(codes, cfg.stream_bos, cfg.stream_eos);
             for j in 0..d[0].len() {
@@ -200,23 +216,36 @@ impl Engine {
         };
         for &id in &p.ids {
             if id as usize >= cfg.vocab {
-                return Err(Error::BadRequest(format!("token id {id} is outside the vocabulary ({})", cfg.vocab)));
+                return Err(Error::BadRequest(format!(
+                    "token id {id} is outside the vocabulary ({})",
+                    cfg.vocab
+                )));
             }
             if id == cfg.audio_in_token {
                 if !cfg.encode_audio_in_tokens {
-                    return Err(Error::Unsupported("audio-in segments with encode_audio_in_tokens=false".into()));
+                    return Err(Error::Unsupported(
+                        "audio-in segments with encode_audio_in_tokens=false".into(),
+                    ));
                 }
-                let seg = ins.next().ok_or_else(|| Error::BadRequest("more <|AUDIO|> placeholders than audio-in segments".into()))?;
+                let seg = ins.next().ok_or_else(|| {
+                    Error::BadRequest("more <|AUDIO|> placeholders than audio-in segments".into())
+                })?;
                 push_seg(&mut rows, seg, false)?;
             } else if id == cfg.audio_out_token {
-                let seg = outs.next().ok_or_else(|| Error::BadRequest("more <|AUDIO_OUT|> placeholders than audio-out segments".into()))?;
+                let seg = outs.next().ok_or_else(|| {
+                    Error::BadRequest(
+                        "more <|AUDIO_OUT|> placeholders than audio-out segments".into(),
+                    )
+                })?;
                 push_seg(&mut rows, seg, true)?;
             } else {
                 rows.push(RowInput::Text(id));
             }
         }
         if ins.next().is_some() || outs.next().is_some() {
-            return Err(Error::BadRequest("more audio segments than placeholders in the prompt".into()));
+            return Err(Error::BadRequest(
+                "more audio segments than placeholders in the prompt".into(),
+            ));
         }
         Ok(rows)
     }
@@ -229,12 +258,19 @@ impl Engine {
             return Err(Error::BadRequest("empty prompt".into()));
         }
         if prompt.ids.last() == Some(&cfg.audio_out_token) {
-            return Err(Error::Unsupported("a prompt ending in <|AUDIO_OUT|> (continuing a prompt audio segment)".into()));
+            return Err(Error::Unsupported(
+                "a prompt ending in <|AUDIO_OUT|> (continuing a prompt audio segment)".into(),
+            ));
         }
         let rows = self.expand_prompt(prompt)?;
         let total = rows.len() + params.max_new_tokens;
         if total > cfg.max_positions {
-            return Err(Error::BadRequest(format!("prompt ({} positions) + max_new_tokens ({}) exceeds the model context ({})", rows.len(), params.max_new_tokens, cfg.max_positions)));
+            return Err(Error::BadRequest(format!(
+                "prompt ({} positions) + max_new_tokens ({}) exceeds the model context ({})",
+                rows.len(),
+                params.max_new_tokens,
+                cfg.max_positions
+            )));
         }
         if self.mgr.can_allocate(rows.len() + 1) == AllocStatus::Never {
             return Err(Error::BadRequest(format!(
@@ -253,7 +289,9 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let rng = params.seed.map_or_else(SeededRng::from_entropy, SeededRng::from_seed);
+        let rng = params
+            .seed
+            .map_or_else(SeededRng::from_entropy, SeededRng::from_seed);
         self.seqs.push(SeqState {
             id,
             rng,
@@ -311,7 +349,9 @@ impl Engine {
             }
         }
         if !scheduled.is_empty() {
-            let record_hidden = scheduled.iter().any(|&i| self.seqs[i].params.record_hidden && self.seqs[i].n_cached > 0);
+            let record_hidden = scheduled
+                .iter()
+                .any(|&i| self.seqs[i].params.record_hidden && self.seqs[i].n_cached > 0);
             let (inputs, last_rows) = self.build_batch(&scheduled)?;
             let opts = ForwardOptions {
                 out_rows: last_rows.clone(),
@@ -339,7 +379,8 @@ impl Engine {
                 if s.out.prompt_positions == 0 {
                     s.out.prompt_positions = n_rows;
                 }
-                let hk = Tensor::from_f32(vec![1, h], hidden[k * h..(k + 1) * h].to_vec())?;
+                // The row stays on the model's device; its logits come back to the host once.
+                let hk = crate::ops::gather_rows(&fwd.hidden, &[k as u32])?;
                 let evs = Self::sample_step(&self.model, s, &hk)?;
                 for e in evs {
                     events.push((s.id, e));
@@ -368,7 +409,11 @@ impl Engine {
             block_size: bs,
             ..Default::default()
         };
-        let max_ctx = scheduled.iter().map(|&i| self.seqs[i].n_cached + self.seqs[i].pending.len()).max().unwrap_or(0);
+        let max_ctx = scheduled
+            .iter()
+            .map(|&i| self.seqs[i].n_cached + self.seqs[i].pending.len())
+            .max()
+            .unwrap_or(0);
         b.max_blocks = max_ctx.div_ceil(bs).max(1);
         b.max_ctx = b.max_blocks * bs;
         let mut last_rows = Vec::new();
@@ -381,11 +426,23 @@ impl Engine {
             }
             b.block_tables.extend(row);
             let mut flags = vec![0u8; b.max_ctx];
-            for (p, &a) in s.audio_pos.iter().chain(s.pending.iter().map(|r| r.is_audio()).collect::<Vec<_>>().iter()).enumerate() {
+            for (p, &a) in s
+                .audio_pos
+                .iter()
+                .chain(
+                    s.pending
+                        .iter()
+                        .map(|r| r.is_audio())
+                        .collect::<Vec<_>>()
+                        .iter(),
+                )
+                .enumerate()
+            {
                 flags[p] = a as u8;
             }
             b.audio_keys.extend(flags);
-            b.slot_mapping.extend(self.mgr.slot_mapping(s.id, s.n_cached, s.pending.len())?);
+            b.slot_mapping
+                .extend(self.mgr.slot_mapping(s.id, s.n_cached, s.pending.len())?);
             for (j, r) in s.pending.iter().enumerate() {
                 b.rows.push(r.clone());
                 b.positions.push((s.n_cached + j) as i32);
@@ -423,7 +480,8 @@ impl Engine {
                 let mut col = vec![0u32; c];
                 for (cb, tok) in col.iter_mut().enumerate() {
                     let zr = &z[cb * rows..(cb + 1) * rows];
-                    let mut t = sample(zr, &s.params.sampling, &s.params.suppress_audio, &mut s.rng) as u32;
+                    let mut t =
+                        sample(zr, &s.params.sampling, &s.params.suppress_audio, &mut s.rng) as u32;
                     if s.params.ras_win_len > 0 {
                         let start = s.audio_out.len().saturating_sub(s.params.ras_win_len);
                         let rep = ras_count(s.audio_out[start..].iter().map(|col| col[cb]), t);
@@ -472,13 +530,18 @@ impl Engine {
                     // The final column is never fed back: the next input is <|audio_eos|> (§8.6).
                     s.pending.push(RowInput::Text(tok));
                 } else {
-                    s.pending.push(RowInput::Audio { codes: col, out: true });
+                    s.pending.push(RowInput::Audio {
+                        codes: col,
+                        out: true,
+                    });
                 }
                 full_tok = tok;
             }
             Mode::AudioInit => {
                 if s.params.record_logits {
-                    s.out.step_text_logits.push(model.text_logits(h)?.to_f32_vec()?);
+                    s.out
+                        .step_text_logits
+                        .push(model.text_logits(h)?.to_f32_vec()?);
                 }
                 let tok = cfg.audio_out_token;
                 let col = vec![cfg.stream_bos; c];
@@ -490,12 +553,16 @@ impl Engine {
                 s.num_remaining_delays = None;
                 ev.push(Event::Text(tok));
                 ev.push(Event::Audio(col.clone()));
-                s.pending.push(RowInput::Audio { codes: col, out: true });
+                s.pending.push(RowInput::Audio {
+                    codes: col,
+                    out: true,
+                });
                 full_tok = tok;
             }
             Mode::Text => {
                 let z = model.text_logits(h)?.to_f32_vec()?;
-                let mut tok = sample(&z, &s.params.sampling, &s.params.suppress_text, &mut s.rng) as u32;
+                let mut tok =
+                    sample(&z, &s.params.sampling, &s.params.suppress_text, &mut s.rng) as u32;
                 if s.params.record_logits {
                     s.out.step_text_logits.push(z);
                 }

@@ -96,14 +96,74 @@ impl CpuStorage {
 pub enum Storage {
     Cpu(CpuStorage),
     #[cfg(feature = "cuda")]
-    Cuda(crate::backend::cuda::CudaStorage),
+    Cuda(crate::backend::cuda::DeviceStorage),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a tensor lives. A CUDA device is a shared handle (context, stream, kernels), so two
+/// tensors are on the same device when they share it.
+#[derive(Clone, Debug)]
 pub enum Device {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda,
+    Cuda(std::sync::Arc<crate::backend::cuda::CudaDevice>),
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(a), Device::Cuda(b)) => std::sync::Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            _ => false,
+        }
+    }
+}
+
+impl Device {
+    /// Opens CUDA device `ordinal`; an `Unsupported` error in a build without `--features cuda`
+    /// or on a machine without a device (its message starts with "no CUDA device").
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        #[cfg(feature = "cuda")]
+        {
+            let dev = crate::backend::cuda::CudaDevice::new(ordinal)?;
+            Ok(Device::Cuda(std::sync::Arc::new(dev)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(Error::Unsupported(format!("CUDA device {ordinal}: this build has no CUDA backend (build with --features cuda)")))
+        }
+    }
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Device::Cpu)
+    }
+    /// "cpu", or the GPU's marketing name.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => d.name(),
+        }
+    }
+    /// Waits for queued device work (no-op on the CPU).
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => d.synchronize(),
+        }
+    }
+    /// The dtype activations take on this device for weights of `weight_dtype`: always f32 on
+    /// the CPU (weights are widened in the kernels); the weights' own dtype on CUDA, whose
+    /// kernels take one dtype for all operands.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub fn activation_dtype(&self, weight_dtype: DType) -> DType {
+        match self {
+            Device::Cpu => DType::F32,
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => weight_dtype,
+        }
+    }
 }
 
 /// A dense, row-major tensor.
@@ -139,6 +199,65 @@ impl Tensor {
             storage: Storage::Cpu(CpuStorage::F32(vec![0.0; n])),
         }
     }
+    /// Zeros of `shape` and `dtype` on `device`.
+    pub fn zeros(shape: Vec<usize>, dtype: DType, device: &Device) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(match dtype {
+                DType::F32 => CpuStorage::F32(vec![0.0; n]),
+                DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
+                DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
+            }),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(dev) => Storage::Cuda(crate::backend::cuda::DeviceStorage {
+                dev: dev.clone(),
+                data: crate::backend::cuda::CudaStorage::zeros(dev, n, dtype)?,
+            }),
+        };
+        Ok(Tensor { shape, storage })
+    }
+    /// Zeros of `self`'s shape, dtype and device.
+    pub fn zeros_like(&self) -> Result<Self> {
+        Self::zeros(self.shape.clone(), self.dtype(), &self.device())
+    }
+    /// A copy of `data` on `device` in `dtype` (rounded to nearest-even when narrowing).
+    pub fn from_f32_on(
+        shape: Vec<usize>,
+        data: &[f32],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Tensor::from_cpu(shape, CpuStorage::F32(data.to_vec()).to_dtype(dtype))?
+            .to_device(device, dtype)
+    }
+    /// A copy of `self` on `device` in `dtype`. Host-side dtype conversion; a device-to-device
+    /// copy of another dtype goes through the host (weights are converted once, at load).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self> {
+        let host = match (&self.storage, device) {
+            (Storage::Cpu(s), _) => std::borrow::Cow::Borrowed(s),
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(s), _) => std::borrow::Cow::Owned(s.data.to_cpu()?),
+        };
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(host.to_dtype(dtype)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(dev) => {
+                let data = if host.dtype() == dtype {
+                    crate::backend::cuda::CudaStorage::from_cpu(dev, &host)?
+                } else {
+                    crate::backend::cuda::CudaStorage::from_cpu(dev, &host.to_dtype(dtype))?
+                };
+                Storage::Cuda(crate::backend::cuda::DeviceStorage {
+                    dev: dev.clone(),
+                    data,
+                })
+            }
+        };
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage,
+        })
+    }
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -166,7 +285,7 @@ impl Tensor {
         match &self.storage {
             Storage::Cpu(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
-            Storage::Cuda(_) => Device::Cuda,
+            Storage::Cuda(s) => Device::Cuda(s.dev.clone()),
         }
     }
     pub fn storage(&self) -> &Storage {
@@ -237,7 +356,10 @@ impl Tensor {
         match &self.storage {
             Storage::Cpu(s) => Ok(s.to_f32_vec()),
             #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => s.to_f32_vec(),
+            Storage::Cuda(s) => {
+                let v = s.data.to_f32_vec()?;
+                Ok(v.get(..self.elem_count()).map(<[f32]>::to_vec).unwrap_or(v))
+            }
         }
     }
 }

@@ -1,13 +1,16 @@
 //! `higgs bench`: builds random weights of a named shape in memory and measures the engine:
-//! prefill tokens/s and audio decode steps/s at several batch sizes, on the CPU backend.
+//! prefill tokens/s and audio decode steps/s at several batch sizes, on the CPU backend or
+//! (`--device cuda`, a `--features cuda` build) on the GPU, where it also prints the batch-1
+//! bandwidth floor: weight bytes one audio step reads / the GPU's memory bandwidth.
 //! Shapes: `real` (the released 5.77 B-parameter model), `medium`, `small`.
 //! May use: engine, model, weights, config; anyhow allowed.
 
-use crate::config::ModelConfig;
+use crate::config::{LayerKind, ModelConfig};
 use crate::generate::{Engine, EngineConfig, GenerationParams, Prompt};
 use crate::model::{Model, ModelWeights};
 use crate::sampling::processors::SamplingParams;
 use crate::tensor::DType;
+use crate::tensor::{Device, Tensor};
 use anyhow::{bail, Context};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,8 +24,8 @@ pub struct BenchArgs {
     /// Weight dtype.
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
-    /// Device (only cpu in this build).
-    #[arg(long, default_value = "cpu")]
+    /// Device: cpu, or cuda (GPU 0; needs a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
     /// Prompt length in tokens for the prefill measurement.
     #[arg(long, default_value_t = 64)]
@@ -57,53 +60,120 @@ pub fn shape_config(name: &str) -> anyhow::Result<ModelConfig> {
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
         }
     });
-    Ok(ModelConfig::from_json(std::path::Path::new(&format!("<{name}>")), &v)?)
+    Ok(ModelConfig::from_json(
+        std::path::Path::new(&format!("<{name}>")),
+        &v,
+    )?)
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    if a.device != "cpu" {
-        bail!("device `{}` is not available in this build (build with --features cuda for the GPU backend)", a.device);
-    }
+    let device = match a.device.as_str() {
+        "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
+        _ => Device::Cpu,
+    };
     let cfg = shape_config(&a.shape)?;
-    let dtype = if a.dtype == "f32" { DType::F32 } else { DType::BF16 };
+    let dtype = if a.dtype == "f32" {
+        DType::F32
+    } else {
+        DType::BF16
+    };
     let t0 = Instant::now();
-    let w = ModelWeights::random(&cfg, dtype, 1234, 0.02).context("building random weights")?;
+    let w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
+        .context("building random weights")?;
+    device.synchronize()?;
     let params = w.param_count();
-    eprintln!("built {} random weights ({:.2} B params, {:.1} GB) in {:.1} s", a.shape, params as f64 / 1e9, (params * dtype.size_bytes()) as f64 / 1e9, t0.elapsed().as_secs_f64());
+    let where_ = if device.is_cpu() {
+        "in memory"
+    } else {
+        "uploaded"
+    };
+    eprintln!(
+        "built {} random weights {where_} ({:.2} B params, {:.1} GB) in {:.1} s",
+        a.shape,
+        params as f64 / 1e9,
+        (params * dtype.size_bytes()) as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
+    let step_bytes = audio_step_weight_bytes(&w);
     let model = Arc::new(Model::new(cfg.clone(), w));
     let max_batch = a.batch.iter().copied().max().unwrap_or(1).max(1);
     let block_size = 16;
     let per_seq = (a.prompt_len + a.steps + 16).div_ceil(block_size) + 1;
-    let mut engine = Engine::new(model.clone(), EngineConfig { num_blocks: per_seq * max_batch.max(1) + 4, block_size })?;
+    let mut engine = Engine::new(
+        model.clone(),
+        EngineConfig {
+            num_blocks: per_seq * max_batch.max(1) + 4,
+            block_size,
+        },
+    )?;
 
     // Prompt: plain text ids, ending in <|audio_out_bos|> so decoding runs in audio mode.
     let prompt = |seed: usize| {
-        let mut ids: Vec<u32> = (0..a.prompt_len.saturating_sub(1)).map(|i| ((i * 7919 + seed * 31) % 1000) as u32 + 10).collect();
+        let mut ids: Vec<u32> = (0..a.prompt_len.saturating_sub(1))
+            .map(|i| ((i * 7919 + seed * 31) % 1000) as u32 + 10)
+            .collect();
         ids.push(cfg.audio_out_bos_token);
-        Prompt { ids, ..Default::default() }
+        Prompt {
+            ids,
+            ..Default::default()
+        }
     };
     let gen_params = || {
         let mut p = GenerationParams::new(a.steps + 4, vec![]);
-        p.sampling = SamplingParams { temperature: 0.0, top_k: None, top_p: 1.0 };
+        p.sampling = SamplingParams {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+        };
         p.ras_win_len = 0;
         p.suppress_audio = vec![cfg.stream_eos as usize];
         p
     };
 
-    println!("higgs bench: shape {} ({:.2} B params), dtype {}, device cpu ({} threads), commit {}", a.shape, params as f64 / 1e9, a.dtype, rayon::current_num_threads(), option_env!("HIGGS_COMMIT").unwrap_or("?"));
+    let dev_desc = if device.is_cpu() {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    } else {
+        format!("cuda ({})", device.name())
+    };
+    println!(
+        "higgs bench: shape {} ({:.2} B params), dtype {}, device {dev_desc}, commit {}",
+        a.shape,
+        params as f64 / 1e9,
+        a.dtype,
+        option_env!("HIGGS_COMMIT").unwrap_or("?")
+    );
+    if !device.is_cpu() {
+        match gpu_bandwidth(&device.name()) {
+            Some((label, bw)) => println!(
+                "bandwidth floor, batch-1 audio step: {:.2} GB weights / {:.2} TB/s ({label}) = {:.3} ms/step ({:.1} steps/s max)",
+                step_bytes as f64 / 1e9,
+                bw / 1e12,
+                1e3 * step_bytes as f64 / bw,
+                bw / step_bytes as f64
+            ),
+            None => println!("bandwidth floor: unknown GPU `{}` (known: H100 3.35 TB/s, H200 4.8 TB/s); {:.2} GB weights per audio step", device.name(), step_bytes as f64 / 1e9),
+        }
+    }
     // Prefill.
     let id = engine.add(&prompt(0), gen_params())?;
     let t = Instant::now();
     engine.step()?;
     let prefill_s = t.elapsed().as_secs_f64();
-    println!("prefill  {:>6} tokens   {:>9.3} s   {:>10.1} tokens/s", a.prompt_len, prefill_s, a.prompt_len as f64 / prefill_s);
+    println!(
+        "prefill  {:>6} tokens   {:>9.3} s   {:>10.1} tokens/s",
+        a.prompt_len,
+        prefill_s,
+        a.prompt_len as f64 / prefill_s
+    );
     while engine.num_active() > 0 {
         engine.step()?;
     }
     engine.take_output(id);
 
     for &b in &a.batch {
-        let ids: Vec<_> = (0..b).map(|i| engine.add(&prompt(i + 1), gen_params())).collect::<Result<_, _>>()?;
+        let ids: Vec<_> = (0..b)
+            .map(|i| engine.add(&prompt(i + 1), gen_params()))
+            .collect::<Result<_, _>>()?;
         engine.step()?; // prefill all (AUDIO_INIT)
         engine.step()?; // first audio step (warm-up)
         let t = Instant::now();
@@ -123,4 +193,81 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Weight bytes one audio decode step reads at batch 1: per layer what an audio row touches
+/// (dual: attention + audio norms + audio FFN; fast-forward: nothing; plain: everything), then
+/// the final norm and the audio head. Embedding rows (8 per column) are negligible.
+pub fn audio_step_weight_bytes(w: &ModelWeights) -> usize {
+    let bytes = |ts: &[&Tensor]| {
+        ts.iter()
+            .map(|t| t.elem_count() * t.dtype().size_bytes())
+            .sum::<usize>()
+    };
+    let mut n = bytes(&[&w.norm, &w.audio_head]);
+    for l in &w.layers {
+        let attn = bytes(&[&l.q, &l.k, &l.v, &l.o]);
+        n += match (l.kind, &l.audio) {
+            (LayerKind::FastForward, _) => 0,
+            (LayerKind::Dual, Some(a)) => {
+                attn + bytes(&[
+                    &a.input_norm,
+                    &a.post_norm,
+                    &a.ffn.gate,
+                    &a.ffn.up,
+                    &a.ffn.down,
+                ])
+            }
+            _ => {
+                attn + bytes(&[
+                    &l.input_norm,
+                    &l.post_norm,
+                    &l.ffn.gate,
+                    &l.ffn.up,
+                    &l.ffn.down,
+                ])
+            }
+        };
+    }
+    n
+}
+
+/// Peak memory bandwidth of a GPU picked by its name: (label, bytes/s).
+pub fn gpu_bandwidth(name: &str) -> Option<(&'static str, f64)> {
+    let n = name.to_ascii_uppercase();
+    if n.contains("H200") {
+        Some(("H200 HBM3e", 4.8e12))
+    } else if n.contains("H100") {
+        Some(("H100 HBM3", 3.35e12))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_is_picked_by_name() {
+        assert_eq!(
+            gpu_bandwidth("NVIDIA H100 80GB HBM3").map(|b| b.1),
+            Some(3.35e12)
+        );
+        assert_eq!(gpu_bandwidth("NVIDIA H200").map(|b| b.1), Some(4.8e12));
+        assert_eq!(gpu_bandwidth("NVIDIA A100-SXM4-80GB"), None);
+    }
+
+    #[test]
+    fn audio_step_reads_attention_and_audio_ffn_per_dual_layer() {
+        let cfg = shape_config("small").unwrap();
+        let w = ModelWeights::random(&cfg, DType::BF16, 1, 0.02).unwrap();
+        let (h, f, kv, q) = (cfg.hidden, cfg.ffn, cfg.kv_dim(), cfg.q_dim());
+        let per_layer = 2 * (2 * q * h + 2 * kv * h + 3 * f * h + 2 * h);
+        let heads = 2 * (h + cfg.n_codebooks * cfg.codebook_rows() * h);
+        assert_eq!(
+            audio_step_weight_bytes(&w),
+            cfg.n_layers * per_layer + heads
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Device, Tensor};
 
 pub struct KvCache {
     pub block_size: usize,
@@ -15,31 +15,66 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Host f32 cache (the CPU backend's activation dtype).
     pub fn new(n_layers: usize, num_blocks: usize, block_size: usize, kv_dim: usize) -> Self {
         let slots = num_blocks * block_size;
         KvCache {
             block_size,
             num_blocks,
             kv_dim,
-            k: (0..n_layers).map(|_| Tensor::zeros_f32(vec![slots, kv_dim])).collect(),
-            v: (0..n_layers).map(|_| Tensor::zeros_f32(vec![slots, kv_dim])).collect(),
+            k: (0..n_layers)
+                .map(|_| Tensor::zeros_f32(vec![slots, kv_dim]))
+                .collect(),
+            v: (0..n_layers)
+                .map(|_| Tensor::zeros_f32(vec![slots, kv_dim]))
+                .collect(),
         }
+    }
+
+    /// A zeroed cache of `dtype` on `device` (the activations' dtype: K/V rows are written as
+    /// the attention projections produce them).
+    pub fn new_on(
+        n_layers: usize,
+        num_blocks: usize,
+        block_size: usize,
+        kv_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let slots = num_blocks * block_size;
+        let alloc = || {
+            (0..n_layers)
+                .map(|_| Tensor::zeros(vec![slots, kv_dim], dtype, device))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(KvCache {
+            block_size,
+            num_blocks,
+            kv_dim,
+            k: alloc()?,
+            v: alloc()?,
+        })
     }
 
     /// Bytes of K+V per token over all layers.
     pub fn bytes_per_token(&self) -> usize {
-        2 * self.k.len() * self.kv_dim * 4
+        let elem = self.k.first().map_or(4, |t| t.dtype().size_bytes());
+        2 * self.k.len() * self.kv_dim * elem
     }
 
     pub fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor, slots: &[i32]) -> Result<()> {
-        ops::kv_write(&mut self.k[layer], k, slots)?;
-        ops::kv_write(&mut self.v[layer], v, slots)
+        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
+            (Some(kc), Some(vc)) => ops::kv_write_pair(kc, vc, k, v, slots),
+            _ => Err(crate::error::Error::Other(format!(
+                "KV cache has no layer {layer}"
+            ))),
+        }
     }
 
     /// Copy whole blocks (copy-on-write of a shared partial block), every layer.
     pub fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            crate::backend::cpu::kv_cache::copy_blocks(t.as_f32_mut()?, self.kv_dim, self.block_size, pairs);
+        for (k, v) in self.k.iter_mut().zip(self.v.iter_mut()) {
+            ops::kv_copy_blocks(k, v, self.block_size, pairs)?;
         }
         Ok(())
     }

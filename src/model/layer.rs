@@ -64,12 +64,28 @@ fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention(cfg: &ModelConfig, l: &LayerWeights, layer: usize, n: &Tensor, rows: &RowMeta, inputs: &BatchInputs, kv: &mut KvCache, inv_freq: &[f32], hide_audio_keys: bool) -> Result<Tensor> {
+fn attention(
+    cfg: &ModelConfig,
+    l: &LayerWeights,
+    layer: usize,
+    n: &Tensor,
+    rows: &RowMeta,
+    inputs: &BatchInputs,
+    kv: &mut KvCache,
+    inv_freq: &[f32],
+    hide_audio_keys: bool,
+) -> Result<Tensor> {
     let mut q = ops::matmul(n, &l.q)?;
     let mut k = ops::matmul(n, &l.k)?;
     let v = ops::matmul(n, &l.v)?;
     ops::rope_inplace(&mut q, cfg.n_heads, cfg.head_dim, &rows.positions, inv_freq)?;
-    ops::rope_inplace(&mut k, cfg.n_kv_heads, cfg.head_dim, &rows.positions, inv_freq)?;
+    ops::rope_inplace(
+        &mut k,
+        cfg.n_kv_heads,
+        cfg.head_dim,
+        &rows.positions,
+        inv_freq,
+    )?;
     kv.write(layer, &k, &v, &rows.slots)?;
     let meta = AttnMeta {
         block_size: inputs.block_size,
@@ -82,19 +98,34 @@ fn attention(cfg: &ModelConfig, l: &LayerWeights, layer: usize, n: &Tensor, rows
         skip: &inputs.audio_keys,
         max_ctx: inputs.max_ctx,
     });
-    let o = ops::paged_attention(&q, &kv.k[layer], &kv.v[layer], cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, &meta, mask)?;
+    let o = ops::paged_attention(
+        &q,
+        &kv.k[layer],
+        &kv.v[layer],
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.head_dim,
+        &meta,
+        mask,
+    )?;
     ops::matmul(&o, &l.o)
 }
 
 /// RMSNorm with per-row weights: text rows with `w_text`, audio rows with `w_audio`.
-fn routed_norm(x: &Tensor, w_text: &Tensor, w_audio: &Tensor, plan: &RoutePlan, eps: f32) -> Result<Tensor> {
+fn routed_norm(
+    x: &Tensor,
+    w_text: &Tensor,
+    w_audio: &Tensor,
+    plan: &RoutePlan,
+    eps: f32,
+) -> Result<Tensor> {
     if plan.audio.is_empty() {
         return ops::rmsnorm(x, w_text, eps);
     }
     if plan.text.is_empty() {
         return ops::rmsnorm(x, w_audio, eps);
     }
-    let mut out = Tensor::zeros_f32(x.shape().to_vec());
+    let mut out = x.zeros_like()?;
     for (idx, w) in [(&plan.text, w_text), (&plan.audio, w_audio)] {
         let part = ops::rmsnorm(&ops::gather_rows(x, idx)?, w, eps)?;
         ops::scatter_add_rows(&mut out, idx, &part)?;
@@ -103,7 +134,13 @@ fn routed_norm(x: &Tensor, w_text: &Tensor, w_audio: &Tensor, plan: &RoutePlan, 
 }
 
 /// Add each modality's FFN of `m` into `x`, computing only the FFN a row needs.
-fn routed_ffn(x: &mut Tensor, m: &Tensor, text: &FfnWeights, audio: &FfnWeights, plan: &RoutePlan) -> Result<()> {
+fn routed_ffn(
+    x: &mut Tensor,
+    m: &Tensor,
+    text: &FfnWeights,
+    audio: &FfnWeights,
+    plan: &RoutePlan,
+) -> Result<()> {
     for (idx, w) in [(&plan.text, text), (&plan.audio, audio)] {
         if idx.is_empty() {
             continue;
@@ -120,12 +157,31 @@ fn routed_ffn(x: &mut Tensor, m: &Tensor, text: &FfnWeights, audio: &FfnWeights,
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_layer(cfg: &ModelConfig, l: &LayerWeights, layer: usize, x: &mut Tensor, plan: &RoutePlan, inputs: &BatchInputs, kv: &mut KvCache, inv_freq: &[f32]) -> Result<()> {
+pub(crate) fn forward_layer(
+    cfg: &ModelConfig,
+    l: &LayerWeights,
+    layer: usize,
+    x: &mut Tensor,
+    plan: &RoutePlan,
+    inputs: &BatchInputs,
+    kv: &mut KvCache,
+    inv_freq: &[f32],
+) -> Result<()> {
     let eps = cfg.rms_eps;
     match (l.kind, &l.audio) {
         (LayerKind::Dual, Some(a)) => {
             let n = routed_norm(x, &l.input_norm, &a.input_norm, plan, eps)?;
-            let att = attention(cfg, l, layer, &n, &RowMeta::all(inputs), inputs, kv, inv_freq, false)?;
+            let att = attention(
+                cfg,
+                l,
+                layer,
+                &n,
+                &RowMeta::all(inputs),
+                inputs,
+                kv,
+                inv_freq,
+                false,
+            )?;
             ops::add_inplace(x, &att)?;
             let m = routed_norm(x, &l.post_norm, &a.post_norm, plan, eps)?;
             routed_ffn(x, &m, &l.ffn, &a.ffn, plan)
@@ -136,8 +192,16 @@ pub(crate) fn forward_layer(cfg: &ModelConfig, l: &LayerWeights, layer: usize, x
                 return Ok(());
             }
             let all = plan.audio.is_empty();
-            let mut xt = if all { Tensor::from_f32(x.shape().to_vec(), x.as_f32()?.to_vec())? } else { ops::gather_rows(x, &plan.text)? };
-            let rows = if all { RowMeta::all(inputs) } else { RowMeta::subset(inputs, &plan.text) };
+            let mut xt = if all {
+                ops::copy(x)?
+            } else {
+                ops::gather_rows(x, &plan.text)?
+            };
+            let rows = if all {
+                RowMeta::all(inputs)
+            } else {
+                RowMeta::subset(inputs, &plan.text)
+            };
             let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
             let att = attention(cfg, l, layer, &n, &rows, inputs, kv, inv_freq, true)?;
             ops::add_inplace(&mut xt, &att)?;
@@ -154,7 +218,17 @@ pub(crate) fn forward_layer(cfg: &ModelConfig, l: &LayerWeights, layer: usize, x
         _ => {
             // Plain Llama layer (or a dual layer without audio weights, refused at load).
             let n = ops::rmsnorm(x, &l.input_norm, eps)?;
-            let att = attention(cfg, l, layer, &n, &RowMeta::all(inputs), inputs, kv, inv_freq, false)?;
+            let att = attention(
+                cfg,
+                l,
+                layer,
+                &n,
+                &RowMeta::all(inputs),
+                inputs,
+                kv,
+                inv_freq,
+                false,
+            )?;
             ops::add_inplace(x, &att)?;
             let m = ops::rmsnorm(x, &l.post_norm, eps)?;
             let f = ffn(&l.ffn, &m)?;

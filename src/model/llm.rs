@@ -7,12 +7,16 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kv::cache::KvCache;
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Device, Tensor};
 
 pub struct Model {
     pub cfg: ModelConfig,
     pub w: ModelWeights,
     inv_freq: Vec<f32>,
+    /// Where the weights live; activations and the KV cache are made there too.
+    device: Device,
+    /// f32 on the CPU; the weights' dtype on CUDA (f32 for conformance, bf16 for speed).
+    act_dtype: DType,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -32,19 +36,59 @@ pub struct ForwardOutput {
 }
 
 impl Model {
+    /// A model on the device its weights live on (see [`ModelWeights::to_device`]).
     pub fn new(cfg: ModelConfig, w: ModelWeights) -> Self {
         let inv_freq = cfg.rope_inv_freq();
-        Model { cfg, w, inv_freq }
+        let device = w.embed.device();
+        let act_dtype = device.activation_dtype(w.embed.dtype());
+        Model {
+            cfg,
+            w,
+            inv_freq,
+            device,
+            act_dtype,
+        }
     }
 
+    /// This model with every weight copied to `device` in `dtype`; on CUDA `dtype` is also the
+    /// activation and KV-cache dtype.
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Model> {
+        Ok(Model::new(
+            self.cfg.clone(),
+            self.w.to_device(device, dtype)?,
+        ))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn activation_dtype(&self) -> DType {
+        self.act_dtype
+    }
+
+    /// A host f32 KV cache, for a model on the CPU (use [`Model::try_new_kv_cache`] for any device).
     pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> KvCache {
         KvCache::new(self.cfg.n_layers, num_blocks, block_size, self.cfg.kv_dim())
+    }
+
+    /// A KV cache on the model's device, in its activation dtype.
+    pub fn try_new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache> {
+        KvCache::new_on(
+            self.cfg.n_layers,
+            num_blocks,
+            block_size,
+            self.cfg.kv_dim(),
+            self.act_dtype,
+            &self.device,
+        )
     }
 
     /// Embeddings of every row: text rows from `embed_tokens`, audio rows the codebook sum.
     pub fn embed(&self, rows: &[RowInput]) -> Result<Tensor> {
         let cfg = &self.cfg;
-        let (mut text_idx, mut text_ids, mut audio_idx, mut codes) = (vec![], vec![], vec![], vec![]);
+        let (mut text_idx, mut text_ids, mut audio_idx, mut codes) =
+            (vec![], vec![], vec![], vec![]);
         for (i, r) in rows.iter().enumerate() {
             match r {
                 RowInput::Text(id) => {
@@ -53,20 +97,30 @@ impl Model {
                 }
                 RowInput::Audio { codes: c, .. } => {
                     if c.len() != cfg.n_codebooks {
-                        return Err(Error::BadRequest(format!("audio column has {} codes, the model has {} codebooks", c.len(), cfg.n_codebooks)));
+                        return Err(Error::BadRequest(format!(
+                            "audio column has {} codes, the model has {} codebooks",
+                            c.len(),
+                            cfg.n_codebooks
+                        )));
                     }
                     audio_idx.push(i as u32);
                     codes.extend_from_slice(c);
                 }
             }
         }
-        let mut x = Tensor::zeros_f32(vec![rows.len(), cfg.hidden]);
+        let mut x = Tensor::zeros(vec![rows.len(), cfg.hidden], self.act_dtype, &self.device)?;
         if !text_ids.is_empty() {
             let t = ops::embed_text(&self.w.embed, &text_ids)?;
             ops::scatter_add_rows(&mut x, &text_idx, &t)?;
         }
         if !audio_idx.is_empty() {
-            let mut a = ops::embed_audio(&self.w.audio_embed, cfg.codebook_rows(), cfg.n_codebooks, &codes, cfg.audio_embed_avg)?;
+            let mut a = ops::embed_audio(
+                &self.w.audio_embed,
+                cfg.codebook_rows(),
+                cfg.n_codebooks,
+                &codes,
+                cfg.audio_embed_avg,
+            )?;
             if let Some(p) = &self.w.audio_projector {
                 a = ops::matmul(&a, p)?;
             }
@@ -76,11 +130,22 @@ impl Model {
     }
 
     /// One forward step over a batch; K/V of every row are written into `kv`.
-    pub fn forward(&self, inputs: &BatchInputs, kv: &mut KvCache, opts: &ForwardOptions) -> Result<ForwardOutput> {
+    pub fn forward(
+        &self,
+        inputs: &BatchInputs,
+        kv: &mut KvCache,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
         let n = inputs.rows.len();
-        for (name, len) in [("positions", inputs.positions.len()), ("query_seq", inputs.query_seq.len()), ("slot_mapping", inputs.slot_mapping.len())] {
+        for (name, len) in [
+            ("positions", inputs.positions.len()),
+            ("query_seq", inputs.query_seq.len()),
+            ("slot_mapping", inputs.slot_mapping.len()),
+        ] {
             if len != n {
-                return Err(Error::Other(format!("BatchInputs.{name} has {len} entries for {n} rows")));
+                return Err(Error::Other(format!(
+                    "BatchInputs.{name} has {len} entries for {n} rows"
+                )));
             }
         }
         let plan = RoutePlan::new(inputs);

@@ -4,7 +4,7 @@
 
 use crate::config::{LayerKind, ModelConfig};
 use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Tensor};
+use crate::tensor::{CpuStorage, DType, Device, Tensor};
 use crate::weights::safetensors::Checkpoint;
 use std::collections::BTreeSet;
 
@@ -55,7 +55,10 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let audio_rows = cfg.n_codebooks * cfg.codebook_rows();
     let mut v = vec![
         ("embed_tokens.weight".to_string(), vec![cfg.vocab, h]),
-        ("audio_codebook_embeddings.weight".to_string(), vec![audio_rows, h]),
+        (
+            "audio_codebook_embeddings.weight".to_string(),
+            vec![audio_rows, h],
+        ),
     ];
     if cfg.audio_out_embed_projector {
         v.push(("audio_out_embed_projector.weight".into(), vec![h, h]));
@@ -65,29 +68,48 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         v.push((format!("{p}.input_layernorm.weight"), vec![h]));
         v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
         v.push((format!("{p}.self_attn.q_proj.weight"), vec![cfg.q_dim(), h]));
-        v.push((format!("{p}.self_attn.k_proj.weight"), vec![cfg.kv_dim(), h]));
-        v.push((format!("{p}.self_attn.v_proj.weight"), vec![cfg.kv_dim(), h]));
+        v.push((
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![cfg.kv_dim(), h],
+        ));
+        v.push((
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![cfg.kv_dim(), h],
+        ));
         v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, cfg.q_dim()]));
         v.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h]));
         v.push((format!("{p}.mlp.up_proj.weight"), vec![f, h]));
         v.push((format!("{p}.mlp.down_proj.weight"), vec![h, f]));
         if cfg.has_audio_ffn(i) {
             v.push((format!("{p}.audio_input_layernorm.weight"), vec![h]));
-            v.push((format!("{p}.audio_post_attention_layernorm.weight"), vec![h]));
+            v.push((
+                format!("{p}.audio_post_attention_layernorm.weight"),
+                vec![h],
+            ));
             v.push((format!("{p}.audio_mlp.gate_proj.weight"), vec![f, h]));
             v.push((format!("{p}.audio_mlp.up_proj.weight"), vec![f, h]));
             v.push((format!("{p}.audio_mlp.down_proj.weight"), vec![h, f]));
         }
     }
     v.push(("norm.weight".into(), vec![h]));
-    v.push(("audio_decoder_proj.text_lm_head.weight".into(), vec![cfg.vocab, h]));
-    v.push(("audio_decoder_proj.audio_lm_head.weight".into(), vec![audio_rows, h]));
+    v.push((
+        "audio_decoder_proj.text_lm_head.weight".into(),
+        vec![cfg.vocab, h],
+    ));
+    v.push((
+        "audio_decoder_proj.audio_lm_head.weight".into(),
+        vec![audio_rows, h],
+    ));
     v
 }
 
 /// Legacy training checkpoints split these into frozen + trainable rows (spec §2.3).
 const SPLIT_NAMES: [(&str, &str, &str); 2] = [
-    ("embed_tokens.weight", "embed_tokens.embedding_frozen.weight", "embed_tokens.embedding_trainable.weight"),
+    (
+        "embed_tokens.weight",
+        "embed_tokens.embedding_frozen.weight",
+        "embed_tokens.embedding_trainable.weight",
+    ),
     (
         "audio_decoder_proj.text_lm_head.weight",
         "audio_decoder_proj.text_lm_head.linear_frozen.weight",
@@ -117,8 +139,18 @@ impl ModelWeights {
                     let ti = ck.info(trainable)?;
                     let a = ck.load(frozen, &fi.shape)?;
                     let b = ck.load(trainable, &ti.shape)?;
-                    if fi.shape.get(1) != shape.get(1) || ti.shape.get(1) != shape.get(1) || fi.shape[0] + ti.shape[0] != shape[0] {
-                        return Err(Error::checkpoint(ck.root(), name, format!("frozen {:?} + trainable {:?} rows do not make {:?}", fi.shape, ti.shape, shape)));
+                    if fi.shape.get(1) != shape.get(1)
+                        || ti.shape.get(1) != shape.get(1)
+                        || fi.shape[0] + ti.shape[0] != shape[0]
+                    {
+                        return Err(Error::checkpoint(
+                            ck.root(),
+                            name,
+                            format!(
+                                "frozen {:?} + trainable {:?} rows do not make {:?}",
+                                fi.shape, ti.shape, shape
+                            ),
+                        ));
                     }
                     let mut v = a.to_f32_vec();
                     v.extend(b.to_f32_vec());
@@ -137,6 +169,18 @@ impl ModelWeights {
 
     /// Random weights of the config's shapes: matrices N(0, std), norms 1 + N(0, 0.1).
     pub fn random(cfg: &ModelConfig, dtype: DType, seed: u64, std: f32) -> Result<Self> {
+        Self::random_on(cfg, dtype, seed, std, &Device::Cpu)
+    }
+
+    /// [`ModelWeights::random`] on `device`: each tensor is filled on the host and uploaded at
+    /// once, so at most one tensor's host copy is alive (real shapes: 11.5 GB of bf16).
+    pub fn random_on(
+        cfg: &ModelConfig,
+        dtype: DType,
+        seed: u64,
+        std: f32,
+        device: &Device,
+    ) -> Result<Self> {
         let counter = std::sync::atomic::AtomicU64::new(seed);
         Self::build(cfg, |name, shape| {
             let n: usize = shape.iter().product();
@@ -146,7 +190,8 @@ impl ModelWeights {
             use rayon::prelude::*;
             let fill = |chunk: &mut [f32], ci: usize| {
                 // splitmix64 per chunk: fast enough for 5.8 B values; quality is irrelevant here.
-                let mut state = s.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut state = s.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
                 let mut next = || {
                     state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
                     let mut z = state;
@@ -157,14 +202,22 @@ impl ModelWeights {
                 for v in chunk.iter_mut() {
                     let r = next();
                     // Sum of two 24-bit uniforms minus 1: triangular in (-1, 1), std 1/sqrt(6).
-                    let u = ((r >> 40) as f32 + ((r >> 16) & 0xFF_FFFF) as f32) / (1u32 << 24) as f32 - 1.0;
-                    *v = if is_norm { 1.0 + 0.1 * u * 2.449 } else { std * u * 2.449 };
+                    let u = ((r >> 40) as f32 + ((r >> 16) & 0xFF_FFFF) as f32)
+                        / (1u32 << 24) as f32
+                        - 1.0;
+                    *v = if is_norm {
+                        1.0 + 0.1 * u * 2.449
+                    } else {
+                        std * u * 2.449
+                    };
                 }
             };
             let storage = match dtype {
                 DType::F32 => {
                     let mut v = vec![0f32; n];
-                    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| fill(c, i));
+                    v.par_chunks_mut(1 << 16)
+                        .enumerate()
+                        .for_each(|(i, c)| fill(c, i));
                     CpuStorage::F32(v)
                 }
                 DType::BF16 | DType::F16 => {
@@ -184,19 +237,125 @@ impl ModelWeights {
                     }
                 }
             };
-            Tensor::from_cpu(shape.to_vec(), storage)
+            let t = Tensor::from_cpu(shape.to_vec(), storage)?;
+            if device.is_cpu() {
+                Ok(t)
+            } else {
+                t.to_device(device, dtype)
+            }
         })
     }
 
-    fn build(cfg: &ModelConfig, mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>) -> Result<Self> {
-        let shapes: std::collections::HashMap<String, Vec<usize>> = expected_tensors(cfg).into_iter().collect();
+    /// Every weight copied to `device` in `dtype`.
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self> {
+        let mv = |t: &Tensor| t.to_device(device, dtype);
+        let ffn = |f: &FfnWeights| -> Result<FfnWeights> {
+            Ok(FfnWeights {
+                gate: mv(&f.gate)?,
+                up: mv(&f.up)?,
+                down: mv(&f.down)?,
+            })
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let audio = match &l.audio {
+                Some(a) => Some(AudioBranch {
+                    input_norm: mv(&a.input_norm)?,
+                    post_norm: mv(&a.post_norm)?,
+                    ffn: ffn(&a.ffn)?,
+                }),
+                None => None,
+            };
+            layers.push(LayerWeights {
+                kind: l.kind,
+                input_norm: mv(&l.input_norm)?,
+                post_norm: mv(&l.post_norm)?,
+                q: mv(&l.q)?,
+                k: mv(&l.k)?,
+                v: mv(&l.v)?,
+                o: mv(&l.o)?,
+                ffn: ffn(&l.ffn)?,
+                audio,
+            });
+        }
+        Ok(ModelWeights {
+            embed: mv(&self.embed)?,
+            audio_embed: mv(&self.audio_embed)?,
+            audio_projector: self.audio_projector.as_ref().map(mv).transpose()?,
+            layers,
+            norm: mv(&self.norm)?,
+            text_head: mv(&self.text_head)?,
+            audio_head: mv(&self.audio_head)?,
+        })
+    }
+
+    /// Bytes of every weight (at its stored dtype).
+    pub fn byte_count(&self) -> usize {
+        let mut n = 0;
+        self.for_each(|t| n += t.elem_count() * t.dtype().size_bytes());
+        n
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Tensor)) {
+        for t in [
+            &self.embed,
+            &self.audio_embed,
+            &self.norm,
+            &self.text_head,
+            &self.audio_head,
+        ] {
+            f(t);
+        }
+        if let Some(p) = &self.audio_projector {
+            f(p);
+        }
+        for l in &self.layers {
+            for t in [
+                &l.input_norm,
+                &l.post_norm,
+                &l.q,
+                &l.k,
+                &l.v,
+                &l.o,
+                &l.ffn.gate,
+                &l.ffn.up,
+                &l.ffn.down,
+            ] {
+                f(t);
+            }
+            if let Some(a) = &l.audio {
+                for t in [
+                    &a.input_norm,
+                    &a.post_norm,
+                    &a.ffn.gate,
+                    &a.ffn.up,
+                    &a.ffn.down,
+                ] {
+                    f(t);
+                }
+            }
+        }
+    }
+
+    fn build(
+        cfg: &ModelConfig,
+        mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let shapes: std::collections::HashMap<String, Vec<usize>> =
+            expected_tensors(cfg).into_iter().collect();
         let mut g = |name: &str| -> Result<Tensor> {
-            let shape = shapes.get(name).ok_or_else(|| Error::Other(format!("internal: no shape for {name}")))?;
+            let shape = shapes
+                .get(name)
+                .ok_or_else(|| Error::Other(format!("internal: no shape for {name}")))?;
             get(name, shape)
         };
         let embed = g("embed_tokens.weight")?;
         let audio_embed = g("audio_codebook_embeddings.weight")?;
-        let audio_projector = if cfg.audio_out_embed_projector { Some(g("audio_out_embed_projector.weight")?) } else { None };
+        let audio_projector = if cfg.audio_out_embed_projector {
+            Some(g("audio_out_embed_projector.weight")?)
+        } else {
+            None
+        };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = format!("layers.{i}");
@@ -241,12 +400,38 @@ impl ModelWeights {
     }
 
     pub fn param_count(&self) -> usize {
-        let mut n = self.embed.elem_count() + self.audio_embed.elem_count() + self.norm.elem_count() + self.text_head.elem_count() + self.audio_head.elem_count();
+        let mut n = self.embed.elem_count()
+            + self.audio_embed.elem_count()
+            + self.norm.elem_count()
+            + self.text_head.elem_count()
+            + self.audio_head.elem_count();
         n += self.audio_projector.as_ref().map_or(0, |t| t.elem_count());
         for l in &self.layers {
-            n += [&l.input_norm, &l.post_norm, &l.q, &l.k, &l.v, &l.o, &l.ffn.gate, &l.ffn.up, &l.ffn.down].iter().map(|t| t.elem_count()).sum::<usize>();
+            n += [
+                &l.input_norm,
+                &l.post_norm,
+                &l.q,
+                &l.k,
+                &l.v,
+                &l.o,
+                &l.ffn.gate,
+                &l.ffn.up,
+                &l.ffn.down,
+            ]
+            .iter()
+            .map(|t| t.elem_count())
+            .sum::<usize>();
             if let Some(a) = &l.audio {
-                n += [&a.input_norm, &a.post_norm, &a.ffn.gate, &a.ffn.up, &a.ffn.down].iter().map(|t| t.elem_count()).sum::<usize>();
+                n += [
+                    &a.input_norm,
+                    &a.post_norm,
+                    &a.ffn.gate,
+                    &a.ffn.up,
+                    &a.ffn.down,
+                ]
+                .iter()
+                .map(|t| t.elem_count())
+                .sum::<usize>();
             }
         }
         n

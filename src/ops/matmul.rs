@@ -2,14 +2,40 @@
 use super::check_rank2;
 use crate::backend::cpu;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 
 /// `x` [n, k], `w` [out, k] -> [n, out].
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (out, k) = (w.shape()[0], *w.shape().last().unwrap_or(&0));
+    let (out, k) = (
+        w.shape().first().copied().unwrap_or(0),
+        w.shape().last().copied().unwrap_or(0),
+    );
     check_rank2("matmul", "w", w, k)?;
     let n = check_rank2("matmul", "x", x, k)?;
-    let mut y = vec![0f32; n * out];
-    cpu::matmul::matmul(x.as_f32()?, n, k, w.cpu()?, out, &mut y);
-    Tensor::from_f32(vec![n, out], y)
+    match x.storage() {
+        Storage::Cpu(_) => {
+            let mut y = vec![0f32; n * out];
+            cpu::matmul::matmul(x.as_f32()?, n, k, w.cpu()?, out, &mut y);
+            Tensor::from_f32(vec![n, out], y)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(xs) => {
+            use super::cuda_arm::{on, on_mut, output};
+            use crate::backend::cuda::gemm::{matmul_wt, MatmulArgs};
+            let dev = &xs.dev;
+            let mut y = output(dev, vec![n, out], xs.dtype())?;
+            if n == 0 {
+                return Ok(y);
+            }
+            let ws = on("matmul", "w", dev, w)?;
+            matmul_wt(
+                dev,
+                &xs.data,
+                ws,
+                on_mut("matmul", "y", dev, &mut y)?,
+                &MatmulArgs { n, k, out },
+            )?;
+            Ok(y)
+        }
+    }
 }

@@ -12,17 +12,25 @@ mod rope;
 mod routing;
 
 pub use act::silu_mul;
-pub use attention::{kv_write, paged_attention, AttnMeta, KeyMask};
+pub use attention::{
+    choose_attn_path, kv_copy_blocks, kv_write, kv_write_pair, paged_attention, AttnMeta, AttnPath,
+    KeyMask, DEVICE_ATTN_HEAD_DIM, DEVICE_ATTN_MAX_GROUP,
+};
 pub use embed::{embed_audio, embed_text};
 pub use matmul::matmul;
 pub use norm::{add_inplace, rmsnorm};
 pub use rope::rope_inplace;
-pub use routing::{gather_rows, scatter_add_rows};
+pub use routing::{copy, gather_rows, scatter_add_rows};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-pub(crate) fn check_rank2(op: &'static str, arg: &'static str, t: &Tensor, cols: usize) -> Result<usize> {
+pub(crate) fn check_rank2(
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    cols: usize,
+) -> Result<usize> {
     let s = t.shape();
     if s.len() != 2 || s[1] != cols {
         return Err(Error::Shape {
@@ -35,7 +43,12 @@ pub(crate) fn check_rank2(op: &'static str, arg: &'static str, t: &Tensor, cols:
     Ok(s[0])
 }
 
-pub(crate) fn check_shape(op: &'static str, arg: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(
+    op: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    shape: &[usize],
+) -> Result<()> {
     if t.shape() != shape {
         return Err(Error::Shape {
             op,
@@ -47,7 +60,12 @@ pub(crate) fn check_shape(op: &'static str, arg: &'static str, t: &Tensor, shape
     Ok(())
 }
 
-pub(crate) fn check_len(op: &'static str, arg: &'static str, len: usize, expected: usize) -> Result<()> {
+pub(crate) fn check_len(
+    op: &'static str,
+    arg: &'static str,
+    len: usize,
+    expected: usize,
+) -> Result<()> {
     if len != expected {
         return Err(Error::Shape {
             op,
@@ -59,7 +77,12 @@ pub(crate) fn check_len(op: &'static str, arg: &'static str, len: usize, expecte
     Ok(())
 }
 
-pub(crate) fn check_index(op: &'static str, arg: &'static str, idx: impl IntoIterator<Item = usize>, bound: usize) -> Result<()> {
+pub(crate) fn check_index(
+    op: &'static str,
+    arg: &'static str,
+    idx: impl IntoIterator<Item = usize>,
+    bound: usize,
+) -> Result<()> {
     for i in idx {
         if i >= bound {
             return Err(Error::Shape {
@@ -71,4 +94,65 @@ pub(crate) fn check_index(op: &'static str, arg: &'static str, idx: impl IntoIte
         }
     }
     Ok(())
+}
+
+/// CUDA-arm helpers: operand access with a same-device check, output allocation and the
+/// upload of host index lists (moved to device-resident step state by a later change).
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda_arm {
+    use crate::backend::cuda::{CudaDevice, CudaStorage, DeviceStorage};
+    use crate::error::{Error, Result};
+    use crate::tensor::{DType, Storage, Tensor};
+    use cudarc::driver::CudaSlice;
+    use std::sync::Arc;
+
+    /// The device buffer of `t`, which must live on `dev`.
+    pub fn on<'a>(
+        op: &'static str,
+        arg: &'static str,
+        dev: &Arc<CudaDevice>,
+        t: &'a Tensor,
+    ) -> Result<&'a CudaStorage> {
+        match t.storage() {
+            Storage::Cuda(s) if Arc::ptr_eq(&s.dev, dev) => Ok(&s.data),
+            _ => Err(mismatch(op, arg)),
+        }
+    }
+
+    pub fn on_mut<'a>(
+        op: &'static str,
+        arg: &'static str,
+        dev: &Arc<CudaDevice>,
+        t: &'a mut Tensor,
+    ) -> Result<&'a mut CudaStorage> {
+        match t.storage_mut() {
+            Storage::Cuda(s) if Arc::ptr_eq(&s.dev, dev) => Ok(&mut s.data),
+            _ => Err(mismatch(op, arg)),
+        }
+    }
+
+    fn mismatch(op: &'static str, arg: &'static str) -> Error {
+        Error::Unsupported(format!(
+            "{op}: `{arg}` is not on the same CUDA device as the first operand"
+        ))
+    }
+
+    /// A zeroed output tensor on `dev`.
+    pub fn output(dev: &Arc<CudaDevice>, shape: Vec<usize>, dtype: DType) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let data = CudaStorage::zeros(dev, n, dtype)?;
+        Ok(Tensor::from_storage(
+            shape,
+            Storage::Cuda(DeviceStorage {
+                dev: dev.clone(),
+                data,
+            }),
+        ))
+    }
+
+    /// Uploads a non-empty host index list as i32 (callers validated the values fit).
+    pub fn idx(dev: &CudaDevice, v: &[u32]) -> Result<CudaSlice<i32>> {
+        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        dev.upload(&v)
+    }
 }

@@ -2,20 +2,60 @@
 use super::{check_rank2, check_shape};
 use crate::backend::cpu;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 
 /// Row-wise RMSNorm of `x` [n, h] with weight `w` [h].
 pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     let h = w.elem_count();
     let n = check_rank2("rmsnorm", "x", x, h)?;
-    let mut y = vec![0f32; n * h];
-    cpu::rmsnorm::rmsnorm(x.as_f32()?, h, w.cpu()?, eps, &mut y);
-    Tensor::from_f32(vec![n, h], y)
+    match x.storage() {
+        Storage::Cpu(_) => {
+            let mut y = vec![0f32; n * h];
+            cpu::rmsnorm::rmsnorm(x.as_f32()?, h, w.cpu()?, eps, &mut y);
+            Tensor::from_f32(vec![n, h], y)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(xs) => {
+            use super::cuda_arm::{on, on_mut, output};
+            use crate::backend::cuda::rmsnorm::{rmsnorm, RmsNormArgs};
+            let dev = &xs.dev;
+            let mut y = output(dev, vec![n, h], xs.dtype())?;
+            let ws = on("rmsnorm", "w", dev, w)?;
+            rmsnorm(
+                dev,
+                &xs.data,
+                ws,
+                on_mut("rmsnorm", "out", dev, &mut y)?,
+                &RmsNormArgs {
+                    rows: n,
+                    cols: h,
+                    eps,
+                },
+            )?;
+            Ok(y)
+        }
+    }
 }
 
 /// `dst += src`, same shape.
 pub fn add_inplace(dst: &mut Tensor, src: &Tensor) -> Result<()> {
-    check_shape("add", "src", src, &dst.shape().to_vec())?;
-    cpu::elementwise::add_inplace(dst.as_f32_mut()?, src.as_f32()?);
-    Ok(())
+    check_shape("add", "src", src, dst.shape())?;
+    match dst.device() {
+        crate::tensor::Device::Cpu => {
+            cpu::elementwise::add_inplace(dst.as_f32_mut()?, src.as_f32()?);
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        crate::tensor::Device::Cuda(dev) => {
+            use super::cuda_arm::{on, on_mut};
+            let n = dst.elem_count();
+            let b = on("add", "src", &dev, src)?;
+            crate::backend::cuda::elementwise::add_inplace(
+                &dev,
+                on_mut("add", "dst", &dev, dst)?,
+                b,
+                n,
+            )
+        }
+    }
 }

@@ -2,23 +2,94 @@
 use super::{check_index, check_rank2};
 use crate::backend::cpu;
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 
 /// Rows `idx` of `x` [n, h] -> [idx.len(), h].
 pub fn gather_rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
     let (n, h) = x.dims2();
     check_index("gather_rows", "idx", idx.iter().map(|&i| i as usize), n)?;
-    let mut y = vec![0f32; idx.len() * h];
-    cpu::dual_ffn::gather_rows(x.as_f32()?, h, idx, &mut y);
-    Tensor::from_f32(vec![idx.len(), h], y)
+    match x.storage() {
+        Storage::Cpu(_) => {
+            let mut y = vec![0f32; idx.len() * h];
+            cpu::dual_ffn::gather_rows(x.as_f32()?, h, idx, &mut y);
+            Tensor::from_f32(vec![idx.len(), h], y)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(xs) => {
+            use super::cuda_arm::{on_mut, output};
+            use crate::backend::cuda::dual_ffn::{gather_rows, RowsArgs};
+            let dev = &xs.dev;
+            let mut y = output(dev, vec![idx.len(), h], xs.dtype())?;
+            if idx.is_empty() {
+                return Ok(y);
+            }
+            let d_idx = super::cuda_arm::idx(dev, idx)?;
+            let a = RowsArgs {
+                n_rows: idx.len(),
+                n_tokens: n,
+                hidden: h,
+            };
+            gather_rows(
+                dev,
+                &xs.data,
+                &d_idx,
+                on_mut("gather_rows", "out", dev, &mut y)?,
+                &a,
+            )?;
+            Ok(y)
+        }
+    }
 }
 
 /// `dst[idx[i]] += src[i]`.
 pub fn scatter_add_rows(dst: &mut Tensor, idx: &[u32], src: &Tensor) -> Result<()> {
     let (n, h) = dst.dims2();
-    check_index("scatter_add_rows", "idx", idx.iter().map(|&i| i as usize), n)?;
+    check_index(
+        "scatter_add_rows",
+        "idx",
+        idx.iter().map(|&i| i as usize),
+        n,
+    )?;
     let m = check_rank2("scatter_add_rows", "src", src, h)?;
     super::check_len("scatter_add_rows", "idx", idx.len(), m)?;
-    cpu::dual_ffn::scatter_add_rows(dst.as_f32_mut()?, h, idx, src.as_f32()?);
-    Ok(())
+    match dst.device() {
+        crate::tensor::Device::Cpu => {
+            cpu::dual_ffn::scatter_add_rows(dst.as_f32_mut()?, h, idx, src.as_f32()?);
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        crate::tensor::Device::Cuda(dev) => {
+            use super::cuda_arm::{on, on_mut};
+            use crate::backend::cuda::dual_ffn::{scatter_add_rows, RowsArgs};
+            if idx.is_empty() {
+                return Ok(());
+            }
+            let d_idx = super::cuda_arm::idx(&dev, idx)?;
+            let s = on("scatter_add_rows", "src", &dev, src)?;
+            let a = RowsArgs {
+                n_rows: m,
+                n_tokens: n,
+                hidden: h,
+            };
+            scatter_add_rows(
+                &dev,
+                s,
+                &d_idx,
+                on_mut("scatter_add_rows", "dst", &dev, dst)?,
+                &a,
+            )
+        }
+    }
+}
+
+/// A copy of `x` on its own device (device-to-device on CUDA).
+pub fn copy(x: &Tensor) -> Result<Tensor> {
+    match x.storage() {
+        Storage::Cpu(s) => Tensor::from_cpu(x.shape().to_vec(), s.clone()),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(s) => Ok(Tensor::from_storage(
+            x.shape().to_vec(),
+            Storage::Cuda(s.copy_prefix(x.elem_count())?),
+        )),
+    }
 }

@@ -28,6 +28,9 @@ pub struct CudaDevice {
     /// Synchronise after every launch so an asynchronous fault is reported by the kernel that
     /// caused it: on in debug builds and tests, or with `HIGGS_CUDA_SYNC=1`.
     sync_each_launch: bool,
+    /// Split-KV decode partials, grown on demand and reused by every decode attention call
+    /// (one stream, so stream order serialises its users).
+    decode_ws: std::sync::Mutex<super::attn_decode::DecodeWorkspace>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -112,6 +115,7 @@ impl CudaDevice {
             blas,
             num_sms,
             sync_each_launch,
+            decode_ws: Default::default(),
         })
     }
 
@@ -139,6 +143,14 @@ impl CudaDevice {
             kernel: "cublasGemmEx".into(),
             reason: "libcublas.so not found; add its folder (e.g. python's nvidia/cu13/lib) to LD_LIBRARY_PATH".into(),
         })
+    }
+    /// The device's split-KV decode workspace, locked for one attention call.
+    pub fn decode_workspace(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, super::attn_decode::DecodeWorkspace>> {
+        self.decode_ws
+            .lock()
+            .map_err(|_| Error::Other("decode workspace lock poisoned".into()))
     }
     pub(crate) fn sync_each_launch(&self) -> bool {
         self.sync_each_launch

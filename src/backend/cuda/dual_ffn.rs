@@ -117,6 +117,11 @@ pub fn scatter_rows(
     a: &RowsArgs,
 ) -> Result<()> {
     const OP: &str = "cuda::dual_ffn_scatter";
-    let k = by_dtype(OP, src.dtype(), Kernel::DualFfnScatterBf16, Kernel::DualFfnScatterF32)?;
+    let k = by_dtype(
+        OP,
+        src.dtype(),
+        Kernel::DualFfnScatterBf16,
+        Kernel::DualFfnScatterF32,
+    )?;
     run(dev, (OP, k), src, idx, dst, a, (a.n_rows, a.n_tokens))
 }

@@ -26,7 +26,7 @@ pub mod kernels {
 
 pub use device::CudaDevice;
 pub use kernels::{Kernel, Module};
-pub use storage::CudaStorage;
+pub use storage::{CudaStorage, DeviceStorage};
 
 #[cfg(test)]
 mod tests {

@@ -198,3 +198,42 @@ pub(crate) fn by_dtype(
         }),
     }
 }
+
+/// A `CudaStorage` together with the device that owns it: what a `Tensor` holds in
+/// `Storage::Cuda`, so ops can launch without being handed a device.
+#[derive(Debug)]
+pub struct DeviceStorage {
+    pub dev: std::sync::Arc<CudaDevice>,
+    pub data: CudaStorage,
+}
+
+impl DeviceStorage {
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// A device-side copy of the first `n` elements (stream-ordered, no host sync).
+    pub fn copy_prefix(&self, n: usize) -> Result<DeviceStorage> {
+        let stream = self.dev.stream();
+        let n = n.clamp(1, self.data.len().max(1));
+        let data = match &self.data {
+            CudaStorage::F32(s) => {
+                CudaStorage::F32(stream.clone_dtod(&s.slice(..n)).map_err(copy_err)?)
+            }
+            CudaStorage::BF16(s) => {
+                CudaStorage::BF16(stream.clone_dtod(&s.slice(..n)).map_err(copy_err)?)
+            }
+        };
+        Ok(DeviceStorage {
+            dev: self.dev.clone(),
+            data,
+        })
+    }
+}
+
+fn copy_err(e: impl std::fmt::Display) -> Error {
+    Error::Kernel {
+        kernel: "memcpy dtod".into(),
+        reason: e.to_string(),
+    }
+}
