@@ -1086,11 +1086,10 @@ fn errors_not_panics() {
     });
 }
 
-/// Bad shapes that currently panic inside `ops::*` instead of returning Err (reported to the
-/// lead; un-ignore once `ops/` checks them).
+/// Bad shapes that once panicked inside `ops::*` (unchecked v_cache, head ratio, rank-0 weight):
+/// each must now return Err.
 #[test]
-#[ignore = "known bugs: ops/attention.rs does not check v_cache or n_heads % n_kv_heads; ops/matmul.rs indexes a rank-0 weight"]
-fn errors_not_panics_known_bugs() {
+fn errors_not_panics_attention_and_matmul_edge_cases() {
     let mut bad = Vec::new();
     let k = f32t(&[8, 4]);
     let meta = AttnMeta {
