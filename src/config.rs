@@ -82,35 +82,49 @@ impl Fields<'_> {
     }
     fn usize(&self, k: &str, default: Option<usize>) -> Result<usize> {
         match self.get(k) {
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::config(self.path, self.name(k), format!("expected a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                Error::config(
+                    self.path,
+                    self.name(k),
+                    format!("expected a non-negative integer, got {v}"),
+                )
+            }),
             None => default.ok_or_else(|| Error::config(self.path, self.name(k), "missing")),
         }
     }
     fn f64(&self, k: &str, default: Option<f64>) -> Result<f64> {
         match self.get(k) {
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| Error::config(self.path, self.name(k), format!("expected a number, got {v}"))),
+            Some(v) => v.as_f64().ok_or_else(|| {
+                Error::config(
+                    self.path,
+                    self.name(k),
+                    format!("expected a number, got {v}"),
+                )
+            }),
             None => default.ok_or_else(|| Error::config(self.path, self.name(k), "missing")),
         }
     }
     fn bool(&self, k: &str, default: bool) -> Result<bool> {
         match self.get(k) {
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| Error::config(self.path, self.name(k), format!("expected a boolean, got {v}"))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                Error::config(
+                    self.path,
+                    self.name(k),
+                    format!("expected a boolean, got {v}"),
+                )
+            }),
             None => Ok(default),
         }
     }
     fn str(&self, k: &str, default: &str) -> Result<String> {
         match self.get(k) {
-            Some(v) => v
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| Error::config(self.path, self.name(k), format!("expected a string, got {v}"))),
+            Some(v) => v.as_str().map(str::to_string).ok_or_else(|| {
+                Error::config(
+                    self.path,
+                    self.name(k),
+                    format!("expected a string, got {v}"),
+                )
+            }),
             None => Ok(default.to_string()),
         }
     }
@@ -121,11 +135,16 @@ impl Fields<'_> {
                 .first()
                 .and_then(Value::as_u64)
                 .map(|x| x as u32)
-                .ok_or_else(|| Error::config(self.path, self.name(k), "expected a list of token ids")),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as u32)
-                .ok_or_else(|| Error::config(self.path, self.name(k), format!("expected a token id, got {v}"))),
+                .ok_or_else(|| {
+                    Error::config(self.path, self.name(k), "expected a list of token ids")
+                }),
+            Some(v) => v.as_u64().map(|x| x as u32).ok_or_else(|| {
+                Error::config(
+                    self.path,
+                    self.name(k),
+                    format!("expected a token id, got {v}"),
+                )
+            }),
             None => Ok(default),
         }
     }
@@ -134,14 +153,23 @@ impl Fields<'_> {
 impl ModelConfig {
     /// Read `dir/config.json` (or the file itself when `path` is a file).
     pub fn load(path: &Path) -> Result<Self> {
-        let file: PathBuf = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
+        let file: PathBuf = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::config(&file, "<json>", e.to_string()))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(&file, "<json>", e.to_string()))?;
         Self::from_json(&file, &v)
     }
 
     pub fn from_json(path: &Path, v: &Value) -> Result<Self> {
-        let top = Fields { path, prefix: "", v };
+        let top = Fields {
+            path,
+            prefix: "",
+            v,
+        };
         let tv = v
             .get("text_config")
             .ok_or_else(|| Error::config(path, "text_config", "missing"))?;
@@ -153,19 +181,35 @@ impl ModelConfig {
 
         let model_type = t.str("model_type", "llama")?;
         if model_type != "llama" {
-            return Err(Error::config(path, "text_config.model_type", format!("`{model_type}` is not supported (only llama)")));
+            return Err(Error::config(
+                path,
+                "text_config.model_type",
+                format!("`{model_type}` is not supported (only llama)"),
+            ));
         }
         let act = t.str("hidden_act", "silu")?;
         if act != "silu" {
-            return Err(Error::config(path, "text_config.hidden_act", format!("`{act}` is not supported (only silu)")));
+            return Err(Error::config(
+                path,
+                "text_config.hidden_act",
+                format!("`{act}` is not supported (only silu)"),
+            ));
         }
         for f in ["attention_bias", "mlp_bias"] {
             if t.bool(f, false)? {
-                return Err(Error::config(path, format!("text_config.{f}"), "biases are not supported"));
+                return Err(Error::config(
+                    path,
+                    format!("text_config.{f}"),
+                    "biases are not supported",
+                ));
             }
         }
         if t.usize("pretraining_tp", Some(1))? != 1 {
-            return Err(Error::config(path, "text_config.pretraining_tp", "only 1 is supported"));
+            return Err(Error::config(
+                path,
+                "text_config.pretraining_tp",
+                "only 1 is supported",
+            ));
         }
 
         let hidden = t.usize("hidden_size", None)?;
@@ -180,7 +224,11 @@ impl ModelConfig {
             ));
         }
         if head_dim % 2 != 0 || head_dim == 0 {
-            return Err(Error::config(path, "text_config.head_dim", "must be even and > 0"));
+            return Err(Error::config(
+                path,
+                "text_config.head_dim",
+                "must be even and > 0",
+            ));
         }
         let n_layers = t.usize("num_hidden_layers", None)?;
 
@@ -201,7 +249,8 @@ impl ModelConfig {
                         factor: f.f64("factor", None)?,
                         low_freq_factor: f.f64("low_freq_factor", None)?,
                         high_freq_factor: f.f64("high_freq_factor", None)?,
-                        original_max_position_embeddings: f.f64("original_max_position_embeddings", None)?,
+                        original_max_position_embeddings: f
+                            .f64("original_max_position_embeddings", None)?,
                     }),
                     "default" => None,
                     other => {
@@ -219,12 +268,22 @@ impl ModelConfig {
             "stack" => AdapterType::Stack,
             "dual_ffn" => AdapterType::DualFfn,
             "dual_ffn_fast_forward" => AdapterType::DualFfnFastForward,
-            other => return Err(Error::config(path, "audio_adapter_type", format!("`{other}` is not supported"))),
+            other => {
+                return Err(Error::config(
+                    path,
+                    "audio_adapter_type",
+                    format!("`{other}` is not supported"),
+                ))
+            }
         };
         let dual_layers: Vec<usize> = match top.get("audio_dual_ffn_layers") {
             None => {
                 if adapter != AdapterType::Stack {
-                    return Err(Error::config(path, "audio_dual_ffn_layers", "required for dual_ffn adapters"));
+                    return Err(Error::config(
+                        path,
+                        "audio_dual_ffn_layers",
+                        "required for dual_ffn adapters",
+                    ));
                 }
                 vec![]
             }
@@ -234,10 +293,22 @@ impl ModelConfig {
                     x.as_u64()
                         .map(|i| i as usize)
                         .filter(|&i| i < n_layers)
-                        .ok_or_else(|| Error::config(path, "audio_dual_ffn_layers", format!("entry {x} is not a layer index < {n_layers}")))
+                        .ok_or_else(|| {
+                            Error::config(
+                                path,
+                                "audio_dual_ffn_layers",
+                                format!("entry {x} is not a layer index < {n_layers}"),
+                            )
+                        })
                 })
                 .collect::<Result<_>>()?,
-            Some(other) => return Err(Error::config(path, "audio_dual_ffn_layers", format!("expected a list, got {other}"))),
+            Some(other) => {
+                return Err(Error::config(
+                    path,
+                    "audio_dual_ffn_layers",
+                    format!("expected a list, got {other}"),
+                ))
+            }
         };
         let layer_kinds = (0..n_layers)
             .map(|i| match adapter {
@@ -250,20 +321,46 @@ impl ModelConfig {
             .collect();
 
         // Research switches the engine does not implement: refuse, naming the field.
-        if top.bool("use_audio_out_self_attention", false)? || top.get("use_audio_out_self_attention").and_then(Value::as_u64).unwrap_or(0) > 0 {
-            return Err(Error::config(path, "use_audio_out_self_attention", "audio self-attention layers are not supported"));
+        if top.bool("use_audio_out_self_attention", false)?
+            || top
+                .get("use_audio_out_self_attention")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                > 0
+        {
+            return Err(Error::config(
+                path,
+                "use_audio_out_self_attention",
+                "audio self-attention layers are not supported",
+            ));
         }
         if top.usize("audio_decoder_proj_num_layers", Some(0))? != 0 {
-            return Err(Error::config(path, "audio_decoder_proj_num_layers", "must be 0 (the reference never builds these layers)"));
+            return Err(Error::config(
+                path,
+                "audio_decoder_proj_num_layers",
+                "must be 0 (the reference never builds these layers)",
+            ));
         }
         if top.bool("use_rq_transformer", false)? {
-            return Err(Error::config(path, "use_rq_transformer", "not implemented by the reference model"));
+            return Err(Error::config(
+                path,
+                "use_rq_transformer",
+                "not implemented by the reference model",
+            ));
         }
         if top.bool("encode_whisper_embed", true)? && !top.bool("skip_audio_tower", false)? {
-            return Err(Error::config(path, "encode_whisper_embed", "the Whisper audio tower is not supported (needs skip_audio_tower=true)"));
+            return Err(Error::config(
+                path,
+                "encode_whisper_embed",
+                "the Whisper audio tower is not supported (needs skip_audio_tower=true)",
+            ));
         }
         if !top.bool("skip_audio_tower", false)? {
-            return Err(Error::config(path, "skip_audio_tower", "the Whisper audio tower is not supported"));
+            return Err(Error::config(
+                path,
+                "skip_audio_tower",
+                "the Whisper audio tower is not supported",
+            ));
         }
 
         let text_eos = t.id("eos_token_id", 128001)?;
@@ -297,8 +394,14 @@ impl ModelConfig {
             encode_audio_in_tokens: top.bool("encode_audio_in_tokens", false)?,
             use_delay_pattern: top.bool("use_delay_pattern", false)?,
         };
-        if cfg.stream_bos as usize >= cfg.codebook_size + 2 || cfg.stream_eos as usize >= cfg.codebook_size + 2 {
-            return Err(Error::config(path, "audio_stream_bos_id", "stream BOS/EOS must be < audio_codebook_size + 2"));
+        if cfg.stream_bos as usize >= cfg.codebook_size + 2
+            || cfg.stream_eos as usize >= cfg.codebook_size + 2
+        {
+            return Err(Error::config(
+                path,
+                "audio_stream_bos_id",
+                "stream BOS/EOS must be < audio_codebook_size + 2",
+            ));
         }
         for (f, id) in [
             ("audio_in_token_idx", cfg.audio_in_token),
@@ -307,7 +410,11 @@ impl ModelConfig {
             ("audio_eos_token_id", cfg.audio_eos_token),
         ] {
             if id as usize >= cfg.vocab {
-                return Err(Error::config(path, f, format!("{id} is outside the vocabulary ({})", cfg.vocab)));
+                return Err(Error::config(
+                    path,
+                    f,
+                    format!("{id} is outside the vocabulary ({})", cfg.vocab),
+                ));
             }
         }
         Ok(cfg)
@@ -338,7 +445,9 @@ impl ModelConfig {
                 1.0 / theta.powf(e)
             })
             .collect();
-        let Some(rs) = &self.rope_scaling else { return base };
+        let Some(rs) = &self.rope_scaling else {
+            return base;
+        };
         let factor = rs.factor as f32;
         let low = rs.low_freq_factor as f32;
         let high = rs.high_freq_factor as f32;
@@ -400,20 +509,43 @@ mod tests {
 
     #[test]
     fn unsupported_field_is_named() {
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/llm/config.json")).unwrap()).unwrap();
+        let mut v: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/reference/llm/config.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
         v["use_audio_out_self_attention"] = Value::Bool(true);
-        let e = ModelConfig::from_json(Path::new("c.json"), &v).unwrap_err().to_string();
+        let e = ModelConfig::from_json(Path::new("c.json"), &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("use_audio_out_self_attention"), "{e}");
         v["use_audio_out_self_attention"] = Value::Bool(false);
         v["audio_adapter_type"] = Value::String("weird".into());
-        let e = ModelConfig::from_json(Path::new("c.json"), &v).unwrap_err().to_string();
+        let e = ModelConfig::from_json(Path::new("c.json"), &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("audio_adapter_type"), "{e}");
     }
 
     #[test]
     fn fixture_layer_kinds() {
-        let c = ModelConfig::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference/llm"))).unwrap();
-        assert_eq!(c.layer_kinds, vec![LayerKind::Dual, LayerKind::FastForward, LayerKind::Dual, LayerKind::FastForward]);
+        let c = ModelConfig::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/reference/llm"
+        )))
+        .unwrap();
+        assert_eq!(
+            c.layer_kinds,
+            vec![
+                LayerKind::Dual,
+                LayerKind::FastForward,
+                LayerKind::Dual,
+                LayerKind::FastForward
+            ]
+        );
         assert_eq!(c.codebook_rows(), 66);
     }
 }

@@ -67,7 +67,11 @@ impl Error {
         }
     }
 
-    pub fn checkpoint(path: impl Into<PathBuf>, key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn checkpoint(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Checkpoint {
             path: path.into(),
             key: key.into(),
@@ -75,7 +79,11 @@ impl Error {
         }
     }
 
-    pub fn config(path: impl Into<PathBuf>, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn config(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Config {
             path: path.into(),
             field: field.into(),

@@ -61,7 +61,9 @@ impl FrameReverter {
         while self.next_frame + self.n_codebooks <= self.cols.len() {
             let t = self.next_frame;
             // Reverted R[c][t] = Y[c][t + c], clipped like the reference (§7.2).
-            let frame: Vec<u32> = (0..self.n_codebooks).map(|c| self.cols[t + c][c].min(self.max_code)).collect();
+            let frame: Vec<u32> = (0..self.n_codebooks)
+                .map(|c| self.cols[t + c][c].min(self.max_code))
+                .collect();
             self.next_frame += 1;
             if t == 0 {
                 continue; // the wrapped stream-BOS frame
@@ -84,7 +86,16 @@ impl FrameReverter {
 
 /// Raw codec codes of a collated segment (undo the wrap + delay; exact for codes < BOS).
 fn segment_codes(columns: &[Vec<u32>]) -> Vec<Vec<u32>> {
-    revert_delay_pattern(columns).into_iter().map(|r| if r.len() < 2 { vec![] } else { r[1..r.len() - 1].to_vec() }).collect()
+    revert_delay_pattern(columns)
+        .into_iter()
+        .map(|r| {
+            if r.len() < 2 {
+                vec![]
+            } else {
+                r[1..r.len() - 1].to_vec()
+            }
+        })
+        .collect()
 }
 
 /// The engine's prompt for one collated model input.
@@ -95,8 +106,16 @@ pub fn model_prompt(input: &ModelInput, force_audio_token: Option<u32>) -> Promp
     }
     Prompt {
         ids,
-        audio_in: input.audio_in.as_ref().map(|v| v.iter().map(|s| segment_codes(&s.columns)).collect()).unwrap_or_default(),
-        audio_out: input.audio_out.iter().map(|s| segment_codes(&s.columns)).collect(),
+        audio_in: input
+            .audio_in
+            .as_ref()
+            .map(|v| v.iter().map(|s| segment_codes(&s.columns)).collect())
+            .unwrap_or_default(),
+        audio_out: input
+            .audio_out
+            .iter()
+            .map(|s| segment_codes(&s.columns))
+            .collect(),
     }
 }
 
@@ -109,11 +128,21 @@ pub struct Tts<'a> {
 impl Tts<'_> {
     /// Synthesize `req`. `on_audio` receives each audio chunk as soon as it is decoded,
     /// `on_progress` the total frames so far.
-    pub fn synthesize(&mut self, req: &PromptRequest, opts: &TtsOptions, on_audio: &mut dyn FnMut(&[f32]) -> Result<()>, on_progress: &mut dyn FnMut(usize)) -> Result<TtsOutput> {
+    pub fn synthesize(
+        &mut self,
+        req: &PromptRequest,
+        opts: &TtsOptions,
+        on_audio: &mut dyn FnMut(&[f32]) -> Result<()>,
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Result<TtsOutput> {
         let cfg = self.engine.model.cfg.clone();
         let codec = self.codec;
         if codec.n_q() < cfg.n_codebooks {
-            return Err(Error::BadRequest(format!("the audio tokenizer has {} codebooks, the model needs {}", codec.n_q(), cfg.n_codebooks)));
+            return Err(Error::BadRequest(format!(
+                "the audio tokenizer has {} codebooks, the model needs {}",
+                codec.n_q(),
+                cfg.n_codebooks
+            )));
         }
         let mut encode = |clip: &AudioClip| codec.encode_file(&clip.path);
         let mut lf = LongFormPrompt::new(req, &mut encode)?;
@@ -137,7 +166,14 @@ impl Tts<'_> {
         Ok(out)
     }
 
-    fn run_chunk(&mut self, id: SeqId, decoder: &mut StreamDecoder<'_>, out: &mut TtsOutput, on_audio: &mut dyn FnMut(&[f32]) -> Result<()>, on_progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<u32>>> {
+    fn run_chunk(
+        &mut self,
+        id: SeqId,
+        decoder: &mut StreamDecoder<'_>,
+        out: &mut TtsOutput,
+        on_audio: &mut dyn FnMut(&[f32]) -> Result<()>,
+        on_progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<u32>>> {
         let cfg = &self.engine.model.cfg;
         let c = cfg.n_codebooks;
         let mut rev = FrameReverter::new(c, cfg.codebook_size);
@@ -165,7 +201,9 @@ impl Tts<'_> {
                 }
             }
             if !frames.is_empty() {
-                let rows: Vec<Vec<u32>> = (0..c).map(|cb| frames.iter().map(|f| f[cb]).collect()).collect();
+                let rows: Vec<Vec<u32>> = (0..c)
+                    .map(|cb| frames.iter().map(|f| f[cb]).collect())
+                    .collect();
                 for (cb, r) in rows.iter().enumerate() {
                     chunk[cb].extend_from_slice(r);
                     out.codes[cb].extend_from_slice(r);
@@ -178,7 +216,10 @@ impl Tts<'_> {
                 on_progress(out.codes[0].len());
             }
             if done {
-                let o = self.engine.take_output(id).ok_or_else(|| Error::Other("finished request has no output".into()))?;
+                let o = self
+                    .engine
+                    .take_output(id)
+                    .ok_or_else(|| Error::Other("finished request has no output".into()))?;
                 out.text_ids.push(o.ids);
                 return Ok(chunk);
             }
@@ -194,7 +235,9 @@ mod tests {
     #[test]
     fn reverter_matches_batch_revert() {
         for t in [0usize, 1, 2, 5, 13] {
-            let codes: Vec<Vec<u32>> = (0..8).map(|c| (0..t).map(|i| ((c * 31 + i * 7) % 1024) as u32).collect()).collect();
+            let codes: Vec<Vec<u32>> = (0..8)
+                .map(|c| (0..t).map(|i| ((c * 31 + i * 7) % 1024) as u32).collect())
+                .collect();
             let delayed = wrap_and_delay(&codes, 1024, 1025);
             let mut rev = FrameReverter::new(8, 1024);
             let mut got = Vec::new();
@@ -203,7 +246,8 @@ mod tests {
             }
             rev.end_segment();
             let want = generated_to_frames(&delayed);
-            let got_rows: Vec<Vec<u32>> = (0..8).map(|c| got.iter().map(|f| f[c]).collect()).collect();
+            let got_rows: Vec<Vec<u32>> =
+                (0..8).map(|c| got.iter().map(|f| f[c]).collect()).collect();
             assert_eq!(got_rows, want, "T = {t}");
             assert_eq!(want[0], codes[0]);
         }

@@ -31,7 +31,11 @@ fn toy_tokenizer(_dir: &Path) -> PathBuf {
         }
     }
     for (name, v) in cases["vocab"]["special_tokens"].as_object().unwrap() {
-        assert_eq!(tok.token_id(name).map(|t| t.0 as u64), v["id"].as_u64(), "{name}");
+        assert_eq!(
+            tok.token_id(name).map(|t| t.0 as u64),
+            v["id"].as_u64(),
+            "{name}"
+        );
     }
     p
 }
@@ -47,14 +51,37 @@ fn gen_tts_request() -> (PromptRequest, TtsOptions, LlmFixture) {
     let cfg = &fx.model.cfg;
     let messages = &fx.cases["cases"]["gen_tts"]["messages"];
     let text = messages[1]["content"].as_str().unwrap().to_string();
-    assert_eq!(messages[0]["content"], "Generate audio following instruction.");
-    let req = PromptRequest { transcript: text, scene: None, ..Default::default() };
-    let mut gen = GenerationParams::new(fx.cases["cases"]["gen_tts"]["info"]["max_new_tokens"].as_u64().unwrap() as usize, vec![225, 233]);
-    gen.sampling = SamplingParams { temperature: 0.0, top_k: None, top_p: 1.0 };
+    assert_eq!(
+        messages[0]["content"],
+        "Generate audio following instruction."
+    );
+    let req = PromptRequest {
+        transcript: text,
+        scene: None,
+        ..Default::default()
+    };
+    let mut gen = GenerationParams::new(
+        fx.cases["cases"]["gen_tts"]["info"]["max_new_tokens"]
+            .as_u64()
+            .unwrap() as usize,
+        vec![225, 233],
+    );
+    gen.sampling = SamplingParams {
+        temperature: 0.0,
+        top_k: None,
+        top_p: 1.0,
+    };
     gen.ras_win_len = 0;
     gen.suppress_audio = vec![cfg.stream_eos as usize];
     gen.suppress_text = vec![cfg.stream_eos as usize];
-    (req, TtsOptions { gen, force_audio: true }, fx)
+    (
+        req,
+        TtsOptions {
+            gen,
+            force_audio: true,
+        },
+        fx,
+    )
 }
 
 #[test]
@@ -66,16 +93,29 @@ fn tts_matches_reference_gen_tts_waveform() {
     let mut engine = Engine::new(fx.model.clone(), EngineConfig::default()).unwrap();
     let mut streamed = Vec::new();
     let mut chunks = 0;
-    let mut tts = Tts { engine: &mut engine, codec: &codec, tokenizer: &tok };
+    let mut tts = Tts {
+        engine: &mut engine,
+        codec: &codec,
+        tokenizer: &tok,
+    };
     let out = tts
-        .synthesize(&req, &opts, &mut |pcm| {
-            streamed.extend_from_slice(pcm);
-            chunks += 1;
-            Ok(())
-        }, &mut |_| {})
+        .synthesize(
+            &req,
+            &opts,
+            &mut |pcm| {
+                streamed.extend_from_slice(pcm);
+                chunks += 1;
+                Ok(())
+            },
+            &mut |_| {},
+        )
         .unwrap();
     let e = Expected::load(&fixtures().join("llm/expected.safetensors")).unwrap();
-    assert_eq!(out.codes, e.matrix("gen_tts.vq_code_serve").unwrap(), "codes");
+    assert_eq!(
+        out.codes,
+        e.matrix("gen_tts.vq_code_serve").unwrap(),
+        "codes"
+    );
     let want = &e.f32("gen_tts.serve_waveform").unwrap().1;
     assert_eq!(out.samples.len(), want.len());
     let (abs, rel) = higgs_engine::reference::compare(&out.samples, want);
@@ -95,12 +135,18 @@ fn base_args(tok: &Path) -> Vec<String> {
     let f = fixtures();
     vec![
         "tts".into(),
-        "--model".into(), f.join("llm").display().to_string(),
-        "--audio-tokenizer".into(), f.join("codec").display().to_string(),
-        "--tokenizer".into(), tok.display().to_string(),
-        "--scene".into(), "empty".into(),
-        "--seed".into(), "3".into(),
-        "--max-new-tokens".into(), "30".into(),
+        "--model".into(),
+        f.join("llm").display().to_string(),
+        "--audio-tokenizer".into(),
+        f.join("codec").display().to_string(),
+        "--tokenizer".into(),
+        tok.display().to_string(),
+        "--scene".into(),
+        "empty".into(),
+        "--seed".into(),
+        "3".into(),
+        "--max-new-tokens".into(),
+        "30".into(),
         "--force-audio".into(),
     ]
 }
@@ -111,7 +157,12 @@ fn cli_writes_wav_and_streams_the_same_pcm() {
     let tok = toy_tokenizer(&dir);
     let wav = dir.join("out.wav");
     let mut args = base_args(&tok);
-    args.extend(["--text".into(), "The quick brown fox jumps over the lazy dog.".into(), "-o".into(), wav.display().to_string()]);
+    args.extend([
+        "--text".into(),
+        "The quick brown fox jumps over the lazy dog.".into(),
+        "-o".into(),
+        wav.display().to_string(),
+    ]);
     let o = higgs().args(&args).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -123,10 +174,18 @@ fn cli_writes_wav_and_streams_the_same_pcm() {
     assert_eq!(samples.len() % 960, 0);
 
     let mut args = base_args(&tok);
-    args.extend(["--text".into(), "The quick brown fox jumps over the lazy dog.".into(), "--stream".into()]);
+    args.extend([
+        "--text".into(),
+        "The quick brown fox jumps over the lazy dog.".into(),
+        "--stream".into(),
+    ]);
     let o = higgs().args(&args).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let pcm: Vec<i16> = o.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let pcm: Vec<i16> = o
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     assert_eq!(pcm, samples, "same seed: streamed PCM == WAV samples");
 }
 
@@ -146,11 +205,29 @@ fn cli_errors_are_clear() {
     assert!(run(&["--text", "   ", "-o", "/dev/null"]).contains("empty"));
     let voices = dir.join("voices");
     std::fs::create_dir_all(&voices).unwrap();
-    let e = run(&["--text", "Hello.", "--voice", "nobody", "--voices-dir", voices.to_str().unwrap(), "-o", "/dev/null"]);
+    let e = run(&[
+        "--text",
+        "Hello.",
+        "--voice",
+        "nobody",
+        "--voices-dir",
+        voices.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+    ]);
     assert!(e.contains("nobody"), "{e}");
     let bad = dir.join("bad.wav");
     std::fs::write(&bad, b"not a wav file").unwrap();
-    let e = run(&["--text", "Hello.", "--ref-audio", bad.to_str().unwrap(), "--ref-text", "hi", "-o", "/dev/null"]);
+    let e = run(&[
+        "--text",
+        "Hello.",
+        "--ref-audio",
+        bad.to_str().unwrap(),
+        "--ref-text",
+        "hi",
+        "-o",
+        "/dev/null",
+    ]);
     assert!(e.contains("bad.wav"), "{e}");
     let e = run(&["--text", "Hello.", "--max-context", "16", "-o", "/dev/null"]);
     assert!(e.contains("never fit"), "{e}");

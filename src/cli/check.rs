@@ -25,7 +25,10 @@ fn prompt_tokenizer(a: &CheckArgs) -> Option<PathBuf> {
     if let Some(t) = &a.tokenizer {
         return Some(t.clone());
     }
-    a.dir.ancestors().map(|d| d.join("tokenizer/tokenizer.json")).find(|p| p.is_file())
+    a.dir
+        .ancestors()
+        .map(|d| d.join("tokenizer/tokenizer.json"))
+        .find(|p| p.is_file())
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -69,5 +72,9 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("{r}");
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
-    Ok(if failed == 0 && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 && !results.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -25,7 +25,7 @@ enum Cmd {
     #[command(subcommand)]
     Codec(codec::CodecCmd),
     /// Text to speech: write a WAV, or stream raw PCM to stdout.
-    Tts(tts::TtsArgs),
+    Tts(Box<tts::TtsArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -33,7 +33,7 @@ pub fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::CheckReference(a) => check::run(a),
         Cmd::Bench(a) => crate::bench::run(a),
-        Cmd::Tts(a) => tts::run(a),
+        Cmd::Tts(a) => tts::run(*a),
         Cmd::Codec(c) => codec::run(c).map(|()| ExitCode::SUCCESS),
     };
     match r {

@@ -7,7 +7,10 @@ use crate::codec::model::AudioTokenizer;
 use crate::config::ModelConfig;
 use crate::generate::{Engine, EngineConfig, GenerationParams};
 use crate::model::{LoadOptions, Model, ModelWeights};
-use crate::prompt::{AudioClip, ChunkMethod, Chunking, PromptRequest, VoiceLibrary, VoicePlacement, VoiceRef, DEFAULT_SCENE};
+use crate::prompt::{
+    AudioClip, ChunkMethod, Chunking, PromptRequest, VoiceLibrary, VoicePlacement, VoiceRef,
+    DEFAULT_SCENE,
+};
 use crate::sampling::processors::SamplingParams;
 use crate::tokenizer::TextTokenizer;
 use crate::tts::{Tts, TtsOptions};
@@ -99,7 +102,8 @@ pub struct TtsArgs {
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
     let transcript = match (&a.text, &a.transcript) {
         (Some(t), _) => t.clone(),
-        (None, Some(p)) => std::fs::read_to_string(p).with_context(|| format!("reading --transcript {}", p.display()))?,
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading --transcript {}", p.display()))?,
         (None, None) => bail!("give the text to speak with --text or --transcript FILE"),
     };
     if transcript.trim().is_empty() {
@@ -107,13 +111,20 @@ fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
     }
     let mut voices = Vec::new();
     if let Some(v) = &a.voice {
-        let dir = a.voices_dir.clone().or_else(|| std::env::var_os("HIGGS_VOICES_DIR").map(PathBuf::from)).context("--voice needs --voices-dir DIR (or HIGGS_VOICES_DIR)")?;
+        let dir = a
+            .voices_dir
+            .clone()
+            .or_else(|| std::env::var_os("HIGGS_VOICES_DIR").map(PathBuf::from))
+            .context("--voice needs --voices-dir DIR (or HIGGS_VOICES_DIR)")?;
         voices = VoiceLibrary::open(&dir)?.resolve_list(v)?;
     }
     if let (Some(path), Some(text)) = (&a.ref_audio, &a.ref_text) {
         let clip = AudioClip::from_wav(path)?;
         voices.push(VoiceRef::Clip {
-            name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             transcript: text.clone(),
             clip,
         });
@@ -125,9 +136,17 @@ fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
     };
     Ok(PromptRequest {
         transcript,
-        scene: if a.scene == "empty" || a.scene.is_empty() { None } else { Some(a.scene.clone()) },
+        scene: if a.scene == "empty" || a.scene.is_empty() {
+            None
+        } else {
+            Some(a.scene.clone())
+        },
         voices,
-        voice_placement: if a.ref_audio_in_system_message { VoicePlacement::SystemMessage } else { VoicePlacement::Turns },
+        voice_placement: if a.ref_audio_in_system_message {
+            VoicePlacement::SystemMessage
+        } else {
+            VoicePlacement::Turns
+        },
         chunking: Chunking {
             method,
             max_word_num: a.chunk_max_word_num,
@@ -144,17 +163,30 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     let req = read_request(&a)?;
     let model_dir = resolve_model(&a.model, &["config.json"])?;
     let codec_dir = resolve_model(&a.audio_tokenizer, &["config.json"])?;
-    let tok_path = a.tokenizer.clone().unwrap_or_else(|| model_dir.join("tokenizer.json"));
-    let tokenizer = TextTokenizer::from_file(&tok_path).with_context(|| format!("loading the text tokenizer {}", tok_path.display()))?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| model_dir.join("tokenizer.json"));
+    let tokenizer = TextTokenizer::from_file(&tok_path)
+        .with_context(|| format!("loading the text tokenizer {}", tok_path.display()))?;
     let t0 = Instant::now();
     let cfg = ModelConfig::load(&model_dir)?;
     let ck = Checkpoint::open(&model_dir)?;
     let w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
     drop(ck);
     let codec = AudioTokenizer::load(&codec_dir)?;
-    eprintln!("loaded model and codec in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded model and codec in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let block_size = 16;
-    let mut engine = Engine::new(Arc::new(Model::new(cfg, w)), EngineConfig { num_blocks: a.max_context.div_ceil(block_size), block_size })?;
+    let mut engine = Engine::new(
+        Arc::new(Model::new(cfg, w)),
+        EngineConfig {
+            num_blocks: a.max_context.div_ceil(block_size),
+            block_size,
+        },
+    )?;
     let sp = tokenizer.special();
     let mut gen = GenerationParams::new(a.max_new_tokens, vec![sp.eot_id.0, sp.end_of_text.0]);
     gen.sampling = SamplingParams {
@@ -165,7 +197,10 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     gen.ras_win_len = a.ras_win_len;
     gen.ras_max_repeat = a.ras_win_max_num_repeat;
     gen.seed = a.seed;
-    let opts = TtsOptions { gen, force_audio: a.force_audio };
+    let opts = TtsOptions {
+        gen,
+        force_audio: a.force_audio,
+    };
 
     let start = Instant::now();
     let stdout = std::io::stdout();
@@ -173,17 +208,31 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     let stream = a.stream;
     let mut on_audio = |pcm: &[f32]| -> crate::Result<()> {
         if stream {
-            let bytes: Vec<u8> = pcm.iter().flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect();
-            out_lock.write_all(&bytes).and_then(|_| out_lock.flush()).map_err(|e| crate::Error::io("<stdout>", e))?;
+            let bytes: Vec<u8> = pcm
+                .iter()
+                .flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+                .collect();
+            out_lock
+                .write_all(&bytes)
+                .and_then(|_| out_lock.flush())
+                .map_err(|e| crate::Error::io("<stdout>", e))?;
         }
         Ok(())
     };
     let mut on_progress = |frames: usize| {
         let s = start.elapsed().as_secs_f64().max(1e-9);
         let fps = frames as f64 / s;
-        eprint!("\r{frames} frames ({:.2} s of audio), {fps:.1} frames/s, real-time factor {:.2}x   ", frames as f64 / 25.0, fps / 25.0);
+        eprint!(
+            "\r{frames} frames ({:.2} s of audio), {fps:.1} frames/s, real-time factor {:.2}x   ",
+            frames as f64 / 25.0,
+            fps / 25.0
+        );
     };
-    let mut tts = Tts { engine: &mut engine, codec: &codec, tokenizer: &tokenizer };
+    let mut tts = Tts {
+        engine: &mut engine,
+        codec: &codec,
+        tokenizer: &tokenizer,
+    };
     let out = tts.synthesize(&req, &opts, &mut on_audio, &mut on_progress)?;
     let secs = start.elapsed().as_secs_f64();
     let frames = out.codes.first().map_or(0, Vec::len);

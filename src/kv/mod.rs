@@ -2,6 +2,6 @@
 //! and slot mapping (`manager`), and the device K/V memory (`cache`).
 //! May use: tensor, ops.
 
-pub mod cache;
 pub mod block_pool;
+pub mod cache;
 pub mod manager;

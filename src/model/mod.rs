@@ -11,4 +11,3 @@ mod weights;
 pub use batch::{BatchInputs, RowInput};
 pub use llm::{ForwardOptions, ForwardOutput, Model};
 pub use weights::{LayerWeights, LoadOptions, ModelWeights};
-

@@ -13,17 +13,26 @@ pub struct Expected {
 impl Expected {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, "<header>", e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::checkpoint(path, "<header>", e.to_string()))?;
         let (mut f32s, mut i64s) = (BTreeMap::new(), BTreeMap::new());
         for (name, v) in st.tensors() {
             let shape = v.shape().to_vec();
             match v.dtype() {
                 safetensors::Dtype::I64 => {
-                    let d = v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                    let d = v
+                        .data()
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect();
                     i64s.insert(name, (shape, d));
                 }
                 safetensors::Dtype::I32 => {
-                    let d = v.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect();
+                    let d = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                        .collect();
                     i64s.insert(name, (shape, d));
                 }
                 _ => {
@@ -32,23 +41,34 @@ impl Expected {
                 }
             }
         }
-        Ok(Expected { path: path.to_path_buf(), f32s, i64s })
+        Ok(Expected {
+            path: path.to_path_buf(),
+            f32s,
+            i64s,
+        })
     }
     pub fn has(&self, name: &str) -> bool {
         self.f32s.contains_key(name) || self.i64s.contains_key(name)
     }
     pub fn f32(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
-        self.f32s.get(name).ok_or_else(|| Error::checkpoint(&self.path, name, "missing float tensor"))
+        self.f32s
+            .get(name)
+            .ok_or_else(|| Error::checkpoint(&self.path, name, "missing float tensor"))
     }
     pub fn i64(&self, name: &str) -> Result<&(Vec<usize>, Vec<i64>)> {
-        self.i64s.get(name).ok_or_else(|| Error::checkpoint(&self.path, name, "missing integer tensor"))
+        self.i64s
+            .get(name)
+            .ok_or_else(|| Error::checkpoint(&self.path, name, "missing integer tensor"))
     }
     /// An integer tensor as u32 ids (negative values are an error).
     pub fn ids(&self, name: &str) -> Result<Vec<u32>> {
         self.i64(name)?
             .1
             .iter()
-            .map(|&v| u32::try_from(v).map_err(|_| Error::checkpoint(&self.path, name, format!("negative id {v}"))))
+            .map(|&v| {
+                u32::try_from(v)
+                    .map_err(|_| Error::checkpoint(&self.path, name, format!("negative id {v}")))
+            })
             .collect()
     }
     /// A 2-D integer tensor [rows, cols] as rows of u32.

@@ -32,13 +32,24 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f32, f32) {
     let mut scale = 0f32;
     for (g, w) in got.iter().zip(want) {
         let d = (g - w).abs();
-        max_abs = if d.is_nan() { f32::INFINITY } else { max_abs.max(d) };
+        max_abs = if d.is_nan() {
+            f32::INFINITY
+        } else {
+            max_abs.max(d)
+        };
         scale = scale.max(w.abs());
     }
     if got.len() != want.len() {
         return (f32::INFINITY, f32::INFINITY);
     }
-    (max_abs, if scale > 0.0 { max_abs / scale } else { max_abs })
+    (
+        max_abs,
+        if scale > 0.0 {
+            max_abs / scale
+        } else {
+            max_abs
+        },
+    )
 }
 
 pub mod codec;

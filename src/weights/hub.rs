@@ -33,19 +33,36 @@ pub fn resolve_model(spec: &str, required: &[&str]) -> Result<PathBuf> {
     }
     let parts: Vec<&str> = spec.split('/').collect();
     if parts.len() != 2 || parts.iter().any(|s| s.is_empty()) {
-        return Err(Error::BadRequest(format!("`{spec}` is neither a folder nor a Hugging Face id (org/name)")));
+        return Err(Error::BadRequest(format!(
+            "`{spec}` is neither a folder nor a Hugging Face id (org/name)"
+        )));
     }
     let roots = cache_roots();
     for root in &roots {
-        let snaps = root.join(format!("models--{}--{}", parts[0], parts[1])).join("snapshots");
-        let Ok(rd) = std::fs::read_dir(&snaps) else { continue };
+        let snaps = root
+            .join(format!("models--{}--{}", parts[0], parts[1]))
+            .join("snapshots");
+        let Ok(rd) = std::fs::read_dir(&snaps) else {
+            continue;
+        };
         let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
-            .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+            .map(|e| {
+                (
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                    e.path(),
+                )
+            })
             .collect();
         dirs.sort();
-        if let Some((_, d)) = dirs.into_iter().rev().find(|(_, d)| required.iter().all(|f| d.join(f).is_file())) {
+        if let Some((_, d)) = dirs
+            .into_iter()
+            .rev()
+            .find(|(_, d)| required.iter().all(|f| d.join(f).is_file()))
+        {
             return Ok(d);
         }
     }

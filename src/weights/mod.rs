@@ -2,8 +2,8 @@
 //! name -> tensor maps for small models, and random weights of the real shapes for benchmarks.
 //! May use: error, tensor, config.
 
-pub mod map;
 pub mod hub;
+pub mod map;
 pub mod random;
 pub mod safetensors;
 

@@ -35,15 +35,27 @@ pub fn view_to_storage(path: &Path, name: &str, view: &TensorView<'_>) -> Result
     Ok(match view.dtype() {
         StDtype::F32 => {
             need(4)?;
-            CpuStorage::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            CpuStorage::F32(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
         }
         StDtype::BF16 => {
             need(2)?;
-            CpuStorage::BF16(b.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+            CpuStorage::BF16(
+                b.chunks_exact(2)
+                    .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            )
         }
         StDtype::F16 => {
             need(2)?;
-            CpuStorage::F16(b.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect())
+            CpuStorage::F16(
+                b.chunks_exact(2)
+                    .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            )
         }
         StDtype::F64 => {
             need(8)?;
@@ -88,7 +100,10 @@ impl Checkpoint {
     /// single `*.safetensors` in `dir`; `path` may also name a `.safetensors` file directly.
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_file() {
-            return Self::open_files(path.parent().unwrap_or(Path::new(".")), &[path.to_path_buf()]);
+            return Self::open_files(
+                path.parent().unwrap_or(Path::new(".")),
+                &[path.to_path_buf()],
+            );
         }
         let index = path.join("model.safetensors.index.json");
         if index.is_file() {
@@ -98,10 +113,16 @@ impl Checkpoint {
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::checkpoint(&index, "weight_map", "missing or not an object"))?;
+                .ok_or_else(|| {
+                    Error::checkpoint(&index, "weight_map", "missing or not an object")
+                })?;
             let mut files: Vec<String> = map
                 .values()
-                .map(|f| f.as_str().map(str::to_string).ok_or_else(|| Error::checkpoint(&index, "weight_map", "file name is not a string")))
+                .map(|f| {
+                    f.as_str().map(str::to_string).ok_or_else(|| {
+                        Error::checkpoint(&index, "weight_map", "file name is not a string")
+                    })
+                })
                 .collect::<Result<_>>()?;
             files.sort();
             files.dedup();
@@ -116,10 +137,19 @@ impl Checkpoint {
                         return Err(Error::checkpoint(
                             &index,
                             key,
-                            format!("index names {file} but the tensor is in {}", ck.shards[s].path.display()),
+                            format!(
+                                "index names {file} but the tensor is in {}",
+                                ck.shards[s].path.display()
+                            ),
                         ))
                     }
-                    None => return Err(Error::checkpoint(path.join(file), key, "listed in the index but missing from the shard")),
+                    None => {
+                        return Err(Error::checkpoint(
+                            path.join(file),
+                            key,
+                            "listed in the index but missing from the shard",
+                        ))
+                    }
                 }
             }
             return Ok(ck);
@@ -143,7 +173,8 @@ impl Checkpoint {
             // SAFETY: the file is opened read-only and the map is only read; a checkpoint that is
             // modified while we run is outside what we support (as every mmap-based loader).
             let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(p, e))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::checkpoint(p, "<header>", e.to_string()))?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| Error::checkpoint(p, "<header>", e.to_string()))?;
             let si = shards.len();
             for name in st.names() {
                 if let Some(prev) = index.insert(name.to_string(), si) {
@@ -155,7 +186,10 @@ impl Checkpoint {
                     ));
                 }
             }
-            shards.push(Shard { path: p.clone(), mmap });
+            shards.push(Shard {
+                path: p.clone(),
+                mmap,
+            });
         }
         Ok(Checkpoint {
             shards,
@@ -174,14 +208,21 @@ impl Checkpoint {
         self.index.contains_key(key)
     }
 
-    fn with_view<T>(&self, key: &str, f: impl FnOnce(&Path, &TensorView<'_>) -> Result<T>) -> Result<T> {
+    fn with_view<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&Path, &TensorView<'_>) -> Result<T>,
+    ) -> Result<T> {
         let &si = self
             .index
             .get(key)
             .ok_or_else(|| Error::checkpoint(&self.root, key, "missing tensor"))?;
         let shard = &self.shards[si];
-        let st = SafeTensors::deserialize(&shard.mmap).map_err(|e| Error::checkpoint(&shard.path, "<header>", e.to_string()))?;
-        let view = st.tensor(key).map_err(|e| Error::checkpoint(&shard.path, key, e.to_string()))?;
+        let st = SafeTensors::deserialize(&shard.mmap)
+            .map_err(|e| Error::checkpoint(&shard.path, "<header>", e.to_string()))?;
+        let view = st
+            .tensor(key)
+            .map_err(|e| Error::checkpoint(&shard.path, key, e.to_string()))?;
         f(&shard.path, &view)
     }
 
@@ -191,7 +232,13 @@ impl Checkpoint {
                 StDtype::F32 | StDtype::F64 => DType::F32,
                 StDtype::BF16 => DType::BF16,
                 StDtype::F16 => DType::F16,
-                other => return Err(Error::checkpoint(p, key, format!("unsupported dtype {other:?}"))),
+                other => {
+                    return Err(Error::checkpoint(
+                        p,
+                        key,
+                        format!("unsupported dtype {other:?}"),
+                    ))
+                }
             };
             Ok(TensorInfo {
                 shape: v.shape().to_vec(),
@@ -205,7 +252,11 @@ impl Checkpoint {
     pub fn load(&self, key: &str, shape: &[usize]) -> Result<CpuStorage> {
         self.with_view(key, |p, v| {
             if v.shape() != shape {
-                return Err(Error::checkpoint(p, key, format!("shape {:?}, expected {:?}", v.shape(), shape)));
+                return Err(Error::checkpoint(
+                    p,
+                    key,
+                    format!("shape {:?}, expected {:?}", v.shape(), shape),
+                ));
             }
             view_to_storage(p, key, v)
         })

@@ -12,7 +12,10 @@ pub fn gather_rows(x: &[f32], cols: usize, idx: &[u32], out: &mut [f32]) {
 /// `dst[idx[i]] += src[i]`.
 pub fn scatter_add_rows(dst: &mut [f32], cols: usize, idx: &[u32], src: &[f32]) {
     for (s, &r) in src.chunks(cols).zip(idx) {
-        for (d, v) in dst[r as usize * cols..(r as usize + 1) * cols].iter_mut().zip(s) {
+        for (d, v) in dst[r as usize * cols..(r as usize + 1) * cols]
+            .iter_mut()
+            .zip(s)
+        {
             *d += v;
         }
     }

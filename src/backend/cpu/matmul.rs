@@ -65,7 +65,6 @@ pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut
     const BLOCK: usize = 16;
     let yp = SyncPtr(y.as_mut_ptr());
     (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
-        let yp = yp;
         let mut wrow = vec![0f32; k];
         for j in b * BLOCK..((b + 1) * BLOCK).min(out) {
             let wr: &[f32] = match w {
@@ -77,17 +76,23 @@ pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut
             };
             let mut i = 0;
             while i + 4 <= n {
-                let r = dot4(wr, &x[i * k..(i + 1) * k], &x[(i + 1) * k..(i + 2) * k], &x[(i + 2) * k..(i + 3) * k], &x[(i + 3) * k..(i + 4) * k]);
+                let r = dot4(
+                    wr,
+                    &x[i * k..(i + 1) * k],
+                    &x[(i + 1) * k..(i + 2) * k],
+                    &x[(i + 2) * k..(i + 3) * k],
+                    &x[(i + 3) * k..(i + 4) * k],
+                );
                 for (d, v) in r.iter().enumerate() {
                     // SAFETY: column j belongs to this task's block only; row i+d < n.
-                    unsafe { *yp.0.add((i + d) * out + j) = *v };
+                    unsafe { *yp.ptr().add((i + d) * out + j) = *v };
                 }
                 i += 4;
             }
             while i < n {
                 let v = dot(wr, &x[i * k..(i + 1) * k]);
                 // SAFETY: as above.
-                unsafe { *yp.0.add(i * out + j) = v };
+                unsafe { *yp.ptr().add(i * out + j) = v };
                 i += 1;
             }
         }

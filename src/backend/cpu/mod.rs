@@ -20,3 +20,12 @@ pub(crate) struct SyncPtr(pub *mut f32);
 // says which), so no two threads touch the same element.
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// Going through a method makes closures capture the whole (Send) wrapper, not the raw
+    /// pointer field.
+    #[inline]
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}

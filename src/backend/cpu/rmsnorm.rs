@@ -8,13 +8,15 @@ pub fn rmsnorm(x: &[f32], cols: usize, w: &CpuStorage, eps: f32, y: &mut [f32]) 
     debug_assert_eq!(x.len(), y.len());
     let mut wf = vec![0f32; cols];
     w.read_f32(0, &mut wf);
-    y.par_chunks_mut(cols.max(1)).zip(x.par_chunks(cols.max(1))).for_each(|(yr, xr)| {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / cols as f32;
-        let r = 1.0 / (ss + eps).sqrt();
-        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(&wf) {
-            *o = g * (v * r);
-        }
-    });
+    y.par_chunks_mut(cols.max(1))
+        .zip(x.par_chunks(cols.max(1)))
+        .for_each(|(yr, xr)| {
+            let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+            let r = 1.0 / (ss + eps).sqrt();
+            for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(&wf) {
+                *o = g * (v * r);
+            }
+        });
 }
 
 /// Fused residual add + norm: `h = x + r` (written to `x`), then `y = rmsnorm(h)`.
