@@ -136,6 +136,61 @@ impl LlmFixture {
             .map(|v| v as u32)
     }
 
+    /// The prompt's audio segments as raw codes `[codebook][frame]`: from the raw codes when the
+    /// fixture has them (`audio_codes` / `prompt_audio_codes`, one audio-out segment), else by
+    /// undoing the collator's wrap + delay of `audio_{in,out}_ids` split at `*_ids_start`.
+    #[allow(clippy::type_complexity)]
+    fn prompt_audio(&self, name: &str) -> Result<(Vec<Vec<Vec<u32>>>, Vec<Vec<Vec<u32>>>)> {
+        let e = &self.expected;
+        let split = |kind: &str| -> Result<Vec<Vec<Vec<u32>>>> {
+            let key = format!("{name}.audio_{kind}_ids");
+            if !e.has(&key) {
+                return Ok(vec![]);
+            }
+            let m = e.matrix(&key)?;
+            let len = m.first().map_or(0, Vec::len);
+            let mut starts: Vec<usize> = if e.has(&format!("{key}_start")) {
+                e.ids(&format!("{key}_start"))?
+                    .into_iter()
+                    .map(|v| v as usize)
+                    .collect()
+            } else {
+                vec![0]
+            };
+            starts.push(len);
+            let mut segs = Vec::new();
+            for w in starts.windows(2) {
+                let (a, b) = (w[0].min(len), w[1].min(len));
+                let cols: Vec<Vec<u32>> = m.iter().map(|r| r[a..b].to_vec()).collect();
+                let rev = crate::prompt::collate::revert_delay_pattern(&cols);
+                segs.push(
+                    rev.into_iter()
+                        .map(|r| {
+                            if r.len() < 2 {
+                                vec![]
+                            } else {
+                                r[1..r.len() - 1].to_vec()
+                            }
+                        })
+                        .collect(),
+                );
+            }
+            Ok(segs)
+        };
+        let audio_in = split("in")?;
+        let raw = [
+            format!("{name}.audio_codes"),
+            format!("{name}.prompt_audio_codes"),
+        ]
+        .into_iter()
+        .find(|k| e.has(k));
+        let audio_out = match raw {
+            Some(k) => vec![e.matrix(&k)?],
+            None => split("out")?,
+        };
+        Ok((audio_in, audio_out))
+    }
+
     /// Forward case: one prefill with every intermediate compared.
     fn forward_case(&self, name: &str) -> Result<CaseResult> {
         let e = &self.expected;
@@ -155,14 +210,16 @@ impl LlmFixture {
             .iter()
             .filter(|&&t| t == cfg.audio_in_token)
             .count();
-        if n_out + n_in > 1 || n_in > 0 {
-            return Err(Error::Unsupported(format!("{name}: forward case with {n_in} audio-in / {n_out} audio-out segments (one audio-out supported)")));
+        let (audio_in, audio_out) = self.prompt_audio(name)?;
+        if audio_in.len() != n_in || audio_out.len() != n_out {
+            return Err(Error::Unsupported(format!(
+                "{name}: {n_in} <|AUDIO|> / {n_out} <|AUDIO_OUT|> placeholders but {} / {} audio segments in the fixture",
+                audio_in.len(),
+                audio_out.len()
+            )));
         }
-        if n_out == 1 {
-            prompt
-                .audio_out
-                .push(e.matrix(&format!("{name}.audio_codes"))?);
-        }
+        prompt.audio_in = audio_in;
+        prompt.audio_out = audio_out;
         let engine = Engine::new(self.model.clone(), EngineConfig::default())?;
         let rows = engine.expand_prompt(&prompt)?;
         let mut rep = Report::default();
@@ -312,11 +369,9 @@ impl LlmFixture {
             ids: e.ids(&format!("{name}.input_ids"))?,
             ..Default::default()
         };
-        if e.has(&format!("{name}.prompt_audio_codes")) {
-            prompt
-                .audio_out
-                .push(e.matrix(&format!("{name}.prompt_audio_codes"))?);
-        }
+        let (audio_in, audio_out) = self.prompt_audio(name)?;
+        prompt.audio_in = audio_in;
+        prompt.audio_out = audio_out;
         let max_new = case
             .pointer("/info/max_new_tokens")
             .and_then(Value::as_u64)
@@ -357,12 +412,15 @@ impl LlmFixture {
             &e.matrix(&format!("{name}.audio_delayed"))?,
         );
         if e.has(&format!("{name}.audio_out_ids")) {
-            let prompt_codes = e.matrix(&format!("{name}.prompt_audio_codes"))?;
-            let d = crate::prompt::collate::wrap_and_delay(
-                &prompt_codes,
-                cfg.stream_bos,
-                cfg.stream_eos,
-            );
+            // The collator's wrap + delay of every prompt segment, concatenated.
+            let (_, segs) = self.prompt_audio(name)?;
+            let mut d: Vec<Vec<u32>> = vec![Vec::new(); c];
+            for seg in &segs {
+                let w = crate::prompt::collate::wrap_and_delay(seg, cfg.stream_bos, cfg.stream_eos);
+                for (row, r) in d.iter_mut().zip(w) {
+                    row.extend(r);
+                }
+            }
             rep.codes(
                 "audio_out_ids",
                 &d,
