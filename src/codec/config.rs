@@ -153,7 +153,7 @@ impl CodecConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::config(path, field, reason));
-        if self.ratios.is_empty() || self.ratios.iter().any(|&r| r == 0) {
+        if self.ratios.is_empty() || self.ratios.contains(&0) {
             return bad(
                 "ratios",
                 format!("{:?}: must be non-empty and positive", self.ratios),

@@ -14,7 +14,7 @@ use super::model::AudioTokenizer;
 use super::rvq::Rvq;
 use super::semantic::{semantic_target, SemanticEncoder, SemanticTarget, HUBERT_PAD};
 use super::weights::HUBERT_PREFIX;
-use crate::audio::resample::resample_to_24k;
+use crate::audio::resample::resample;
 use crate::audio::wav::read_wav;
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -201,13 +201,7 @@ impl AudioTokenizer {
     pub fn encode_file(&self, path: &Path) -> Result<Vec<Vec<u32>>> {
         let wav = read_wav(path)?;
         let rate = self.config.sample_rate as u32;
-        let samples = if wav.sample_rate_hz == rate {
-            wav.samples
-        } else if rate == 24_000 {
-            resample_to_24k(&wav.samples, wav.sample_rate_hz)?
-        } else {
-            crate::audio::resample::resample(&wav.samples, wav.sample_rate_hz, rate)?
-        };
+        let samples = resample(&wav.samples, wav.sample_rate_hz, rate)?;
         self.encode(&samples).map_err(|e| match e {
             Error::Audio(m) => Error::Audio(format!("{}: {m}", path.display())),
             other => other,

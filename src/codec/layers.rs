@@ -42,7 +42,10 @@ pub fn conv1d(
     groups: usize,
 ) -> Vec<f32> {
     assert_eq!(x.len(), c_in * t_in, "conv1d: x");
-    assert!(c_in % groups == 0 && c_out % groups == 0, "conv1d: groups");
+    assert!(
+        c_in.is_multiple_of(groups) && c_out.is_multiple_of(groups),
+        "conv1d: groups"
+    );
     let cig = c_in / groups;
     let cog = c_out / groups;
     assert_eq!(w.len(), c_out * cig * kernel, "conv1d: w");
@@ -236,6 +239,7 @@ pub fn snake_inplace(x: &mut [f32], channels: usize, t: usize, alpha: &[f32]) {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn naive_conv1d(
         x: &[f32],
         c_in: usize,

@@ -230,7 +230,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("SETITEMS with an odd number of items"));
         }
         let err = self.err("SETITEM(S) target is not a dict");

@@ -138,9 +138,9 @@ fn fold_one(src: &Path, key: &str, g: &HostTensor, v: &HostTensor) -> Result<Hos
     let outer: usize = v.shape[..axis].iter().product();
     let mut sq = vec![0f64; n];
     for o in 0..outer {
-        for a in 0..n {
-            let s = &v.data[(o * n + a) * inner..(o * n + a + 1) * inner];
-            sq[a] += s.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        let block = &v.data[o * n * inner..(o + 1) * n * inner];
+        for (acc, row) in sq.iter_mut().zip(block.chunks_exact(inner.max(1))) {
+            *acc += row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         }
     }
     // As torch's `v * (g / norm)` in fp32: one rounding for the norm, one for the scale.
@@ -169,39 +169,68 @@ pub fn take_shaped(w: &mut WeightMap, key: &str, shape: &[usize]) -> Result<Vec<
 /// `fc_post2` and `decoder_2`, for benchmarks. Uniform weights scaled by 1/sqrt(fan_in) keep
 /// activations O(1); Snake alphas lie in [0.5, 2] as trained ones do.
 pub fn random_decode_weights(cfg: &CodecConfig, seed: u64) -> WeightMap {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut w = WeightMap::new("<random>");
-    let mut put = |w: &mut WeightMap, key: String, shape: Vec<usize>, fan_in: usize| {
-        let a = (3.0 / fan_in.max(1) as f32).sqrt();
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| rng.gen_range(-a..a)).collect();
-        w.insert(key, HostTensor::new(shape, data));
-    };
     let (q, cd, bins) = (cfg.quantizer_dim(), cfg.codebook_dim, cfg.bins);
     for i in 0..cfg.n_q {
         let p = format!("quantizer.vq.layers.{i}");
-        put(&mut w, format!("{p}.project_in.weight"), vec![cd, q], q);
-        put(&mut w, format!("{p}.project_in.bias"), vec![cd], q);
-        put(&mut w, format!("{p}.project_out.weight"), vec![q, cd], cd);
-        put(&mut w, format!("{p}.project_out.bias"), vec![q], cd);
-        put(&mut w, format!("{p}._codebook.embed"), vec![bins, cd], 1);
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}.project_in.weight"),
+            vec![cd, q],
+            q,
+        );
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}.project_in.bias"),
+            vec![cd],
+            q,
+        );
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}.project_out.weight"),
+            vec![q, cd],
+            cd,
+        );
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}.project_out.bias"),
+            vec![q],
+            cd,
+        );
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}._codebook.embed"),
+            vec![bins, cd],
+            1,
+        );
     }
-    put(&mut w, "fc_post2.weight".into(), vec![cfg.d, q], q);
-    put(&mut w, "fc_post2.bias".into(), vec![cfg.d], q);
-    let mut alphas = Vec::new();
+    put_random(
+        &mut w,
+        &mut rng,
+        "fc_post2.weight".into(),
+        vec![cfg.d, q],
+        q,
+    );
+    put_random(&mut w, &mut rng, "fc_post2.bias".into(), vec![cfg.d], q);
     let conv = |w: &mut WeightMap,
-                put: &mut dyn FnMut(&mut WeightMap, String, Vec<usize>, usize),
+                rng: &mut rand_chacha::ChaCha8Rng,
                 p: String,
                 ci: usize,
                 co: usize,
                 k: usize| {
-        put(w, format!("{p}.weight"), vec![co, ci, k], ci * k);
-        put(w, format!("{p}.bias"), vec![co], ci * k);
+        put_random(w, rng, format!("{p}.weight"), vec![co, ci, k], ci * k);
+        put_random(w, rng, format!("{p}.bias"), vec![co], ci * k);
     };
     conv(
         &mut w,
-        &mut put,
+        &mut rng,
         "decoder_2.model.0".into(),
         cfg.d,
         cfg.decoder_channels,
@@ -210,39 +239,66 @@ pub fn random_decode_weights(cfg: &CodecConfig, seed: u64) -> WeightMap {
     let mut c = cfg.decoder_channels;
     for (i, &s) in cfg.ratios.iter().enumerate() {
         let p = format!("decoder_2.model.{}", i + 1);
-        alphas.push((format!("{p}.block.0.alpha"), c));
-        put(
+        put_alpha(&mut w, &mut rng, format!("{p}.block.0.alpha"), c);
+        put_random(
             &mut w,
+            &mut rng,
             format!("{p}.block.1.weight"),
             vec![c, c / 2, 2 * s],
             c * 2,
         );
-        put(&mut w, format!("{p}.block.1.bias"), vec![c / 2], c * 2);
+        put_random(
+            &mut w,
+            &mut rng,
+            format!("{p}.block.1.bias"),
+            vec![c / 2],
+            c * 2,
+        );
         c /= 2;
         for r in 0..3 {
             let u = format!("{p}.block.{}", r + 2);
-            alphas.push((format!("{u}.block.0.alpha"), c));
-            conv(&mut w, &mut put, format!("{u}.block.1"), c, c, 7);
-            alphas.push((format!("{u}.block.2.alpha"), c));
-            conv(&mut w, &mut put, format!("{u}.block.3"), c, c, 1);
+            put_alpha(&mut w, &mut rng, format!("{u}.block.0.alpha"), c);
+            conv(&mut w, &mut rng, format!("{u}.block.1"), c, c, 7);
+            put_alpha(&mut w, &mut rng, format!("{u}.block.2.alpha"), c);
+            conv(&mut w, &mut rng, format!("{u}.block.3"), c, c, 1);
         }
     }
     let n = cfg.ratios.len();
-    alphas.push((format!("decoder_2.model.{}.alpha", n + 1), c));
+    put_alpha(
+        &mut w,
+        &mut rng,
+        format!("decoder_2.model.{}.alpha", n + 1),
+        c,
+    );
     conv(
         &mut w,
-        &mut put,
+        &mut rng,
         format!("decoder_2.model.{}", n + 2),
         c,
         1,
         7,
     );
-    drop(put);
-    for (key, ch) in alphas {
-        let data = (0..ch).map(|_| rng.gen_range(0.5f32..2.0)).collect();
-        w.insert(key, HostTensor::new(vec![1, ch, 1], data));
-    }
     w
+}
+
+fn put_random(
+    w: &mut WeightMap,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    key: String,
+    shape: Vec<usize>,
+    fan_in: usize,
+) {
+    use rand::Rng;
+    let a = (3.0 / fan_in.max(1) as f32).sqrt();
+    let n = shape.iter().product();
+    let data = (0..n).map(|_| rng.gen_range(-a..a)).collect();
+    w.insert(key, HostTensor::new(shape, data));
+}
+
+fn put_alpha(w: &mut WeightMap, rng: &mut rand_chacha::ChaCha8Rng, key: String, ch: usize) {
+    use rand::Rng;
+    let data = (0..ch).map(|_| rng.gen_range(0.5f32..2.0)).collect();
+    w.insert(key, HostTensor::new(vec![1, ch, 1], data));
 }
 
 #[cfg(test)]

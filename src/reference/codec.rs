@@ -41,7 +41,7 @@ impl Tally {
                 got.len(),
                 want.len()
             ));
-        } else if !(rel <= tol) {
+        } else if rel.is_nan() || rel > tol {
             self.failures
                 .push(format!("{name}: abs {abs:.2e} rel {rel:.2e} > {tol:.0e}"));
         }
