@@ -388,93 +388,12 @@ fn voice_clips_encode_and_round_trip() {
     }
 }
 
-/// Released-shape random weights for the encode side (acoustic encoder, HuBERT-base, semantic
-/// encoder, fc_prior, RVQ), already folded. Timing only: `cargo test --release --test
-/// codec_encode -- --ignored --nocapture`.
-fn released_random_weights() -> (higgs_engine::codec::CodecConfig, higgs_engine::weights::WeightMap) {
-    use higgs_engine::weights::{HostTensor, WeightMap};
+fn released_random_weights() -> (
+    higgs_engine::codec::CodecConfig,
+    higgs_engine::weights::WeightMap,
+) {
     let cfg = higgs_engine::codec::CodecConfig::released();
-    let mut w = WeightMap::new("random");
-    let mut seed = 12345u64;
-    let mut put = |w: &mut WeightMap, key: String, shape: Vec<usize>| {
-        let n: usize = shape.iter().product();
-        let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { 1 };
-        let s = 1.0 / (fan_in as f32).sqrt();
-        let data = (0..n)
-            .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * s
-            })
-            .collect();
-        w.insert(key, HostTensor::new(shape, data));
-    };
-    let conv = |w: &mut WeightMap, put: &mut dyn FnMut(&mut WeightMap, String, Vec<usize>), p: &str, co: usize, ci: usize, k: usize| {
-        put(w, format!("{p}.weight"), vec![co, ci, k]);
-        put(w, format!("{p}.bias"), vec![co]);
-    };
-    let mut width = 64;
-    conv(&mut w, &mut put, "encoder.block.0", width, 1, 7);
-    for (i, &s) in cfg.ratios.iter().enumerate() {
-        let p = format!("encoder.block.{}", i + 1);
-        for r in 0..3 {
-            put(&mut w, format!("{p}.block.{r}.block.0.alpha"), vec![1, width, 1]);
-            conv(&mut w, &mut put, &format!("{p}.block.{r}.block.1"), width, width, 7);
-            put(&mut w, format!("{p}.block.{r}.block.2.alpha"), vec![1, width, 1]);
-            conv(&mut w, &mut put, &format!("{p}.block.{r}.block.3"), width, width, 1);
-        }
-        put(&mut w, format!("{p}.block.3.alpha"), vec![1, width, 1]);
-        conv(&mut w, &mut put, &format!("{p}.block.4"), 2 * width, width, 2 * s);
-        width *= 2;
-    }
-    put(&mut w, "encoder.block.6.alpha".into(), vec![1, width, 1]);
-    conv(&mut w, &mut put, "encoder.block.7", 256, width, 3);
-    let h = "semantic_model.";
-    let mut ci = 1;
-    for (i, &k) in [10usize, 3, 3, 3, 3, 2, 2].iter().enumerate() {
-        put(&mut w, format!("{h}feature_extractor.conv_layers.{i}.conv.weight"), vec![512, ci, k]);
-        ci = 512;
-    }
-    for n in ["feature_extractor.conv_layers.0.layer_norm", "feature_projection.layer_norm"] {
-        put(&mut w, format!("{h}{n}.weight"), vec![512]);
-        put(&mut w, format!("{h}{n}.bias"), vec![512]);
-    }
-    put(&mut w, format!("{h}feature_projection.projection.weight"), vec![768, 512]);
-    put(&mut w, format!("{h}feature_projection.projection.bias"), vec![768]);
-    conv(&mut w, &mut put, &format!("{h}encoder.pos_conv_embed.conv"), 768, 48, 128);
-    let lin = |w: &mut WeightMap, put: &mut dyn FnMut(&mut WeightMap, String, Vec<usize>), p: String, o: usize, i: usize| {
-        put(w, format!("{p}.weight"), vec![o, i]);
-        put(w, format!("{p}.bias"), vec![o]);
-    };
-    lin(&mut w, &mut put, format!("{h}encoder.layer_norm"), 768, 1);
-    w.insert(format!("{h}encoder.layer_norm.weight"), HostTensor::new(vec![768], vec![1.0; 768]));
-    for l in 0..12 {
-        let p = format!("{h}encoder.layers.{l}.");
-        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            lin(&mut w, &mut put, format!("{p}attention.{n}"), 768, 768);
-        }
-        for n in ["layer_norm", "final_layer_norm"] {
-            w.insert(format!("{p}{n}.weight"), HostTensor::new(vec![768], vec![1.0; 768]));
-            w.insert(format!("{p}{n}.bias"), HostTensor::new(vec![768], vec![0.0; 768]));
-        }
-        lin(&mut w, &mut put, format!("{p}feed_forward.intermediate_dense"), 3072, 768);
-        lin(&mut w, &mut put, format!("{p}feed_forward.output_dense"), 768, 3072);
-    }
-    let s = "encoder_semantic.";
-    put(&mut w, format!("{s}conv.conv.weight"), vec![768, 768, 3]);
-    for b in 0..2 {
-        for r in 0..2 {
-            put(&mut w, format!("{s}conv_blocks.{b}.res_units.{r}.conv1.conv.weight"), vec![768, 768, 3]);
-            put(&mut w, format!("{s}conv_blocks.{b}.res_units.{r}.conv2.weight"), vec![768, 768, 1]);
-        }
-        conv(&mut w, &mut put, &format!("{s}conv_blocks.{b}.conv.conv"), 768, 768, 3);
-    }
-    lin(&mut w, &mut put, "fc_prior".into(), 1024, 1024);
-    for q in 0..8 {
-        let p = format!("quantizer.vq.layers.{q}");
-        lin(&mut w, &mut put, format!("{p}.project_in"), 64, 1024);
-        lin(&mut w, &mut put, format!("{p}.project_out"), 1024, 64);
-        put(&mut w, format!("{p}._codebook.embed"), vec![1024, 64]);
-    }
+    let w = higgs_engine::codec::weights::random_encode_weights(&cfg, 12345);
     (cfg, w)
 }
 
@@ -488,7 +407,9 @@ fn released_shapes_encode_timing() {
     let (cfg, mut w) = released_random_weights();
     let rvq = Rvq::from_weights(&cfg, &mut w).unwrap();
     let secs = 5usize;
-    let x: Vec<f32> = (0..24_000 * secs).map(|i| ((i as f32) * 0.031).sin() * 0.3).collect();
+    let x: Vec<f32> = (0..24_000 * secs)
+        .map(|i| ((i as f32) * 0.031).sin() * 0.3)
+        .collect();
     let t0 = std::time::Instant::now();
     let ac = AcousticEncoder::new(&cfg, &w).unwrap().forward(&x).unwrap();
     println!("acoustic encoder: {:?} ({} frames)", t0.elapsed(), ac.1);
@@ -500,6 +421,10 @@ fn released_shapes_encode_timing() {
     let enc = CodecEncoder::new(&cfg, &w, HubertConfig::base(), &rvq).unwrap();
     let t0 = std::time::Instant::now();
     let tr = enc.trace(&x).unwrap();
-    println!("full encode of {secs} s: {:?} ({} frames)", t0.elapsed(), tr.frames);
+    println!(
+        "full encode of {secs} s: {:?} ({} frames)",
+        t0.elapsed(),
+        tr.frames
+    );
     assert_eq!(tr.frames, 25 * secs);
 }

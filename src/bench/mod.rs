@@ -18,6 +18,13 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// Benchmark the audio tokenizer (codec) at its released sizes instead of the LLM:
+    /// decode and encode real-time factors.
+    #[arg(long)]
+    codec: bool,
+    /// Seconds of audio for the codec benchmark.
+    #[arg(long, default_value_t = 5)]
+    codec_seconds: usize,
     /// Model shape: real (released 3B: 28 layers, H 3072), medium (8 layers, H 2048), small.
     #[arg(long, default_value = "small", value_parser = ["real", "medium", "small"])]
     shape: String,
@@ -66,7 +73,59 @@ pub fn shape_config(name: &str) -> anyhow::Result<ModelConfig> {
     )?)
 }
 
+/// Codec real-time factors with random weights of the released sizes (CPU).
+fn run_codec(seconds: usize) -> anyhow::Result<ExitCode> {
+    use crate::codec::{config::CodecConfig, model::AudioTokenizer, weights};
+    let cfg = CodecConfig::released();
+    let t0 = Instant::now();
+    let mut w = weights::random_decode_weights(&cfg, 7);
+    let enc_w = weights::random_encode_weights(&cfg, 11);
+    for k in enc_w.keys() {
+        if !w.contains(k) {
+            w.insert(k.clone(), enc_w.get(k)?.clone());
+        }
+    }
+    let codec = AudioTokenizer::from_weights(cfg.clone(), w)?;
+    eprintln!(
+        "built released-size random codec weights in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let frames = seconds * 25;
+    let codes: Vec<Vec<u32>> = (0..cfg.n_q)
+        .map(|q| {
+            (0..frames)
+                .map(|t| ((q * 131 + t * 17) % cfg.bins) as u32)
+                .collect()
+        })
+        .collect();
+    println!("higgs bench --codec: released sizes, random weights, device cpu ({} threads), {seconds} s of audio", rayon::current_num_threads());
+    let t = Instant::now();
+    let pcm = codec.decode(&codes)?;
+    let d = t.elapsed().as_secs_f64();
+    println!(
+        "decode  {frames} frames -> {} samples   {d:>8.3} s   real-time factor {:.3}x",
+        pcm.len(),
+        seconds as f64 / d
+    );
+    let x: Vec<f32> = (0..24_000 * seconds)
+        .map(|i| 0.3 * ((i as f32) * 0.031).sin() + 0.05 * ((i as f32) * 0.17).sin())
+        .collect();
+    let t = Instant::now();
+    let enc = codec.encode(&x)?;
+    let e = t.elapsed().as_secs_f64();
+    println!(
+        "encode  {} samples -> {} frames   {e:>8.3} s   real-time factor {:.3}x",
+        x.len(),
+        enc.first().map_or(0, Vec::len),
+        seconds as f64 / e
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.codec {
+        return run_codec(a.codec_seconds);
+    }
     let device = match a.device.as_str() {
         "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
         _ => Device::Cpu,
