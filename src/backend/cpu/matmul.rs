@@ -27,24 +27,24 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline]
 fn dot4(w: &[f32], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32]) -> [f32; 4] {
-    let mut a0 = [0f32; 8];
-    let mut a1 = [0f32; 8];
-    let mut a2 = [0f32; 8];
-    let mut a3 = [0f32; 8];
+    let mut a = [[0f32; 8]; 4];
     let k8 = w.len() / 8 * 8;
-    let mut i = 0;
-    while i < k8 {
+    for ((((wc, c0), c1), c2), c3) in w[..k8]
+        .chunks_exact(8)
+        .zip(x0[..k8].chunks_exact(8))
+        .zip(x1[..k8].chunks_exact(8))
+        .zip(x2[..k8].chunks_exact(8))
+        .zip(x3[..k8].chunks_exact(8))
+    {
         for l in 0..8 {
-            let wv = w[i + l];
-            a0[l] += wv * x0[i + l];
-            a1[l] += wv * x1[i + l];
-            a2[l] += wv * x2[i + l];
-            a3[l] += wv * x3[i + l];
+            a[0][l] += wc[l] * c0[l];
+            a[1][l] += wc[l] * c1[l];
+            a[2][l] += wc[l] * c2[l];
+            a[3][l] += wc[l] * c3[l];
         }
-        i += 8;
     }
-    let red = |a: [f32; 8]| (a[0] + a[4]) + (a[1] + a[5]) + ((a[2] + a[6]) + (a[3] + a[7]));
-    let mut r = [red(a0), red(a1), red(a2), red(a3)];
+    let red = |a: &[f32; 8]| (a[0] + a[4]) + (a[1] + a[5]) + ((a[2] + a[6]) + (a[3] + a[7]));
+    let mut r = [red(&a[0]), red(&a[1]), red(&a[2]), red(&a[3])];
     for j in k8..w.len() {
         r[0] += w[j] * x0[j];
         r[1] += w[j] * x1[j];
@@ -54,6 +54,58 @@ fn dot4(w: &[f32], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32]) -> [f32; 4] {
     r
 }
 
+/// Prefill-sized products (n >= 4): k is cut into L1-sized chunks; each task widens its 16
+/// weight rows of one chunk once and runs every group of four activation rows against them,
+/// so both operands of the inner `dot4` come from L1 instead of streaming x from L2 per row.
+fn matmul_blocked(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut [f32]) {
+    const BLOCK: usize = 16;
+    const KC: usize = 256;
+    let yp = SyncPtr(y.as_mut_ptr());
+    (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
+        let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(out));
+        let bl = j1 - j0;
+        let mut acc = vec![0f32; n * bl];
+        let mut wchunk = vec![0f32; bl * KC];
+        let mut kc = 0;
+        while kc < k {
+            let kl = KC.min(k - kc);
+            for jj in 0..bl {
+                w.read_f32((j0 + jj) * k + kc, &mut wchunk[jj * kl..(jj + 1) * kl]);
+            }
+            let xr = |i: usize| &x[i * k + kc..i * k + kc + kl];
+            let mut i = 0;
+            while i + 4 <= n {
+                for jj in 0..bl {
+                    let r = dot4(
+                        &wchunk[jj * kl..(jj + 1) * kl],
+                        xr(i),
+                        xr(i + 1),
+                        xr(i + 2),
+                        xr(i + 3),
+                    );
+                    for (d, v) in r.iter().enumerate() {
+                        acc[(i + d) * bl + jj] += v;
+                    }
+                }
+                i += 4;
+            }
+            while i < n {
+                for jj in 0..bl {
+                    acc[i * bl + jj] += dot(&wchunk[jj * kl..(jj + 1) * kl], xr(i));
+                }
+                i += 1;
+            }
+            kc += kl;
+        }
+        for i in 0..n {
+            for jj in 0..bl {
+                // SAFETY: columns j0..j1 belong to this task only; i < n.
+                unsafe { *yp.ptr().add(i * out + j0 + jj) = acc[i * bl + jj] };
+            }
+        }
+    });
+}
+
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
 pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut [f32]) {
     debug_assert_eq!(x.len(), n * k);
@@ -61,6 +113,9 @@ pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut
     debug_assert_eq!(y.len(), n * out);
     if n == 0 || out == 0 {
         return;
+    }
+    if n >= 4 {
+        return matmul_blocked(x, n, k, w, out, y);
     }
     const BLOCK: usize = 16;
     let yp = SyncPtr(y.as_mut_ptr());
