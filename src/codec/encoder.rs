@@ -6,7 +6,7 @@
 //! May use: error, weights, codec::{config, layers}.
 
 use super::config::CodecConfig;
-use super::layers::{conv1d, conv1d_out_len, snake_inplace};
+use super::layers::{conv1d_gemm, conv1d_out_len, snake_inplace};
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
 
@@ -63,7 +63,7 @@ impl<'a> Conv<'a> {
             )));
         }
         let t_out = conv1d_out_len(t, self.kernel, self.stride, self.padding, self.dilation);
-        let y = conv1d(
+        let y = conv1d_gemm(
             x,
             self.c_in,
             t,
@@ -74,7 +74,6 @@ impl<'a> Conv<'a> {
             self.stride,
             self.padding,
             self.dilation,
-            1,
         );
         Ok((y, t_out))
     }

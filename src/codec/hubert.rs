@@ -9,7 +9,7 @@
 //! (linear, LayerNorm, exact GELU, per-channel GroupNorm).
 //! May use: error, weights, codec::{layers, weights}.
 
-use super::layers::conv1d;
+use super::layers::{conv1d, conv1d_gemm};
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
 use rayon::prelude::*;
@@ -399,7 +399,7 @@ impl<'a> Hubert<'a> {
                 self.cfg.conv_kernel[i],
                 self.cfg.conv_stride[i],
             );
-            x = conv1d(&x, c_in, t, w, c, k, self.conv_b[i], s, 0, 1, 1);
+            x = conv1d_gemm(&x, c_in, t, w, c, k, self.conv_b[i], s, 0, 1);
             t = (t - k) / s + 1;
             c_in = c;
             if i == 0 {
@@ -540,29 +540,6 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Four dot products of one weight row with four activation rows, sharing the weight loads.
-#[inline]
-fn dot4(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
-    let mut acc = [[0f32; 8]; 4];
-    let k8 = w.len() / 8 * 8;
-    for i in (0..k8).step_by(8) {
-        let wv = &w[i..i + 8];
-        for (a, xr) in acc.iter_mut().zip(&x) {
-            let xv = &xr[i..i + 8];
-            for l in 0..8 {
-                a[l] += wv[l] * xv[l];
-            }
-        }
-    }
-    let mut r = acc.map(|a| a.iter().sum::<f32>());
-    for j in k8..w.len() {
-        for (rv, xr) in r.iter_mut().zip(&x) {
-            *rv += w[j] * xr[j];
-        }
-    }
-    r
-}
-
 /// `y = x Wᵀ + b` for time-major `x` `[rows, d_in]`, `W` `[d_out, d_in]` (nn.Linear layout).
 /// Parallel over blocks of 4 rows; within a block, tiles of weight rows stay in cache and each
 /// weight row is used for the 4 activation rows at once.
@@ -580,31 +557,15 @@ pub(crate) fn linear(
     if rows == 0 || d_out == 0 {
         return y;
     }
-    const COL_TILE: usize = 64;
-    const ROW_BLOCK: usize = 4;
-    y.par_chunks_mut(d_out * ROW_BLOCK)
-        .enumerate()
-        .for_each(|(rb, ychunk)| {
-            let r0 = rb * ROW_BLOCK;
-            let nr = ychunk.len() / d_out;
-            let xr = |r: usize| &x[(r0 + r) * d_in..(r0 + r + 1) * d_in];
-            for c0 in (0..d_out).step_by(COL_TILE) {
-                for c in c0..(c0 + COL_TILE).min(d_out) {
-                    let wr = &w[c * d_in..(c + 1) * d_in];
-                    let bias = b.map_or(0.0, |b| b[c]);
-                    if nr == ROW_BLOCK {
-                        let v = dot4(wr, [xr(0), xr(1), xr(2), xr(3)]);
-                        for (r, vv) in v.iter().enumerate() {
-                            ychunk[r * d_out + c] = vv + bias;
-                        }
-                    } else {
-                        for r in 0..nr {
-                            ychunk[r * d_out + c] = dot(xr(r), wr) + bias;
-                        }
-                    }
-                }
+    // The LLM's CPU GEMM (k-blocked, register-tiled) serves every Linear of HuBERT and fc_prior.
+    crate::backend::cpu::matmul::matmul(x, rows, d_in, w, d_out, &mut y);
+    if let Some(b) = b {
+        y.par_chunks_mut(d_out).for_each(|row| {
+            for (v, bb) in row.iter_mut().zip(b) {
+                *v += bb;
             }
         });
+    }
     y
 }
 

@@ -108,6 +108,67 @@ pub fn conv1d(
     y
 }
 
+/// conv1d (groups = 1) as im2col + the CPU GEMM, f32 accumulation: several times faster than
+/// the direct loop for wide layers. Used on the encode side, whose checks (1e-4, identical codes)
+/// f32 sums meet; the decoder keeps the f64-accumulating direct loop for its 1e-5 bar.
+/// Time is processed in chunks so the column buffer stays bounded.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_gemm(
+    x: &[f32],
+    c_in: usize,
+    t_in: usize,
+    w: &[f32],
+    c_out: usize,
+    kernel: usize,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Vec<f32> {
+    assert_eq!(x.len(), c_in * t_in, "conv1d_gemm: x");
+    assert_eq!(w.len(), c_out * c_in * kernel, "conv1d_gemm: w");
+    let t_out = conv1d_out_len(t_in, kernel, stride, padding, dilation);
+    let mut y = vec![0f32; c_out * t_out];
+    if t_out == 0 {
+        return y;
+    }
+    let kk = c_in * kernel;
+    let chunk = (1usize << 22) / kk.max(1);
+    let chunk = chunk.max(16).min(t_out);
+    let mut cols = vec![0f32; chunk * kk];
+    let mut yt = vec![0f32; chunk * c_out];
+    let mut t0 = 0;
+    while t0 < t_out {
+        let n = chunk.min(t_out - t0);
+        cols[..n * kk]
+            .par_chunks_mut(kk)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let t = t0 + r;
+                for ci in 0..c_in {
+                    let xr = &x[ci * t_in..(ci + 1) * t_in];
+                    for q in 0..kernel {
+                        let i = (t * stride + q * dilation) as isize - padding as isize;
+                        row[ci * kernel + q] = if i >= 0 && (i as usize) < t_in {
+                            xr[i as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            });
+        crate::backend::cpu::matmul::matmul(&cols[..n * kk], n, kk, w, c_out, &mut yt[..n * c_out]);
+        y.par_chunks_mut(t_out).enumerate().for_each(|(co, yrow)| {
+            let b = bias.map_or(0.0, |b| b[co]);
+            for r in 0..n {
+                yrow[t0 + r] = yt[r * c_out + co] + b;
+            }
+        });
+        t0 += n;
+    }
+    y
+}
+
 /// Output length of a transposed conv1d.
 pub fn conv_transpose1d_out_len(
     t_in: usize,
@@ -293,6 +354,15 @@ mod tests {
             assert_eq!(a.len(), b.len());
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+            }
+            if g == 1 {
+                let bias: Vec<f32> = (0..c_out).map(|_| r()).collect();
+                let c = conv1d_gemm(&x, c_in, t, &w, c_out, k, Some(&bias), s, p, d);
+                assert_eq!(c.len(), b.len());
+                for (i, (u, v)) in c.iter().zip(&b).enumerate() {
+                    let v = v + bias[i / b.len().div_ceil(c_out).max(1)];
+                    assert!((u - v).abs() < 1e-5, "gemm {u} vs {v}");
+                }
             }
         }
     }

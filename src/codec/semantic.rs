@@ -7,7 +7,7 @@
 
 use super::config::CodecConfig;
 use super::hubert::{transpose, Hubert};
-use super::layers::conv1d;
+use super::layers::conv1d_gemm;
 use crate::audio::resample::resample_24k_to_16k;
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -148,19 +148,19 @@ impl<'a> SemanticEncoder<'a> {
     /// `[semantic_dim, t]` -> `[encoder_semantic_dim, t]` (stride 1 throughout).
     pub fn forward(&self, x: &[f32], t: usize) -> Vec<f32> {
         let c = self.c;
-        let mut h = conv1d(x, self.c_in, t, self.conv, c, 3, None, 1, 1, 1, 1);
+        let mut h = conv1d_gemm(x, self.c_in, t, self.conv, c, 3, None, 1, 1, 1);
         for (units, w, b) in &self.blocks {
             for u in units {
                 let mut y = h.clone();
                 elu_inplace(&mut y);
-                let mut y = conv1d(&y, c, t, u.conv1, c, 3, None, 1, 1, 1, 1);
+                let mut y = conv1d_gemm(&y, c, t, u.conv1, c, 3, None, 1, 1, 1);
                 elu_inplace(&mut y);
-                let y = conv1d(&y, c, t, u.conv2, c, 1, None, 1, 0, 1, 1);
+                let y = conv1d_gemm(&y, c, t, u.conv2, c, 1, None, 1, 0, 1);
                 for (a, v) in h.iter_mut().zip(&y) {
                     *a += v;
                 }
             }
-            h = conv1d(&h, c, t, w, c, 3, Some(b), 1, 1, 1, 1);
+            h = conv1d_gemm(&h, c, t, w, c, 3, Some(b), 1, 1, 1);
         }
         h
     }

@@ -5,6 +5,43 @@
 
 use super::SyncPtr;
 use crate::tensor::CpuStorage;
+
+/// Weight rows the GEMM can read: model storage of any dtype, or a plain f32 slice (codec).
+pub trait WeightRows: Sync {
+    /// Widen elements `start..start + out.len()` into `out`.
+    fn read(&self, start: usize, out: &mut [f32]);
+    /// The elements as f32 without copying, when stored that way.
+    fn as_f32(&self) -> Option<&[f32]>;
+    fn len(&self) -> usize;
+}
+
+impl WeightRows for CpuStorage {
+    fn read(&self, start: usize, out: &mut [f32]) {
+        self.read_f32(start, out)
+    }
+    fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn len(&self) -> usize {
+        CpuStorage::len(self)
+    }
+}
+
+impl WeightRows for [f32] {
+    fn read(&self, start: usize, out: &mut [f32]) {
+        let n = out.len();
+        out.copy_from_slice(&self[start..start + n]);
+    }
+    fn as_f32(&self) -> Option<&[f32]> {
+        Some(self)
+    }
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+}
 use rayon::prelude::*;
 
 #[inline]
@@ -57,7 +94,14 @@ fn dot4(w: &[f32], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32]) -> [f32; 4] {
 /// Prefill-sized products (n >= 4): k is cut into L1-sized chunks; each task widens its 16
 /// weight rows of one chunk once and runs every group of four activation rows against them,
 /// so both operands of the inner `dot4` come from L1 instead of streaming x from L2 per row.
-fn matmul_blocked(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut [f32]) {
+fn matmul_blocked<W: WeightRows + ?Sized>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &W,
+    out: usize,
+    y: &mut [f32],
+) {
     const BLOCK: usize = 16;
     const KC: usize = 256;
     let yp = SyncPtr(y.as_mut_ptr());
@@ -70,7 +114,7 @@ fn matmul_blocked(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: 
         while kc < k {
             let kl = KC.min(k - kc);
             for jj in 0..bl {
-                w.read_f32((j0 + jj) * k + kc, &mut wchunk[jj * kl..(jj + 1) * kl]);
+                w.read((j0 + jj) * k + kc, &mut wchunk[jj * kl..(jj + 1) * kl]);
             }
             let xr = |i: usize| &x[i * k + kc..i * k + kc + kl];
             let mut i = 0;
@@ -107,7 +151,14 @@ fn matmul_blocked(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: 
 }
 
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
-pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut [f32]) {
+pub fn matmul<W: WeightRows + ?Sized>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &W,
+    out: usize,
+    y: &mut [f32],
+) {
     debug_assert_eq!(x.len(), n * k);
     debug_assert_eq!(w.len(), out * k);
     debug_assert_eq!(y.len(), n * out);
@@ -122,10 +173,10 @@ pub fn matmul(x: &[f32], n: usize, k: usize, w: &CpuStorage, out: usize, y: &mut
     (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
         let mut wrow = vec![0f32; k];
         for j in b * BLOCK..((b + 1) * BLOCK).min(out) {
-            let wr: &[f32] = match w {
-                CpuStorage::F32(v) => &v[j * k..(j + 1) * k],
-                _ => {
-                    w.read_f32(j * k, &mut wrow);
+            let wr: &[f32] = match w.as_f32() {
+                Some(v) => &v[j * k..(j + 1) * k],
+                None => {
+                    w.read(j * k, &mut wrow);
                     &wrow
                 }
             };
