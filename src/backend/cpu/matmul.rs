@@ -13,6 +13,9 @@ pub trait WeightRows: Sync {
     /// The elements as f32 without copying, when stored that way.
     fn as_f32(&self) -> Option<&[f32]>;
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl WeightRows for CpuStorage {
