@@ -3,7 +3,7 @@
 # conformance test binaries (kernels, then the whole model against the CPU engine) and
 # `higgs bench` (real shapes, bf16, batch 1..128) from a bundle made by
 # scripts/build-gpu-bundle.sh, then prints one summary table. Budget: under 10 minutes on an
-# H100 (timeouts 200 + 120 + 240 s).
+# H100 (timeouts 150 + 100 + 60 + 60 + 200 s = 570 s).
 #
 # Usage (repo root on the device):   bash out/gpu/gpu-check.sh [bundle dir, default out/gpu]
 set -uo pipefail
@@ -28,7 +28,7 @@ declare -a rows
 #    fault is reported by the kernel that caused it.
 conf_log="$(mktemp)"
 start=$(date +%s)
-HIGGS_CUDA_SYNC=1 timeout 200 ./conformance_cuda --test-threads=1 --nocapture >"$conf_log" 2>&1
+HIGGS_CUDA_SYNC=1 timeout 150 ./conformance_cuda --test-threads=1 --nocapture >"$conf_log" 2>&1
 conf_rc=$?
 secs=$(( $(date +%s) - start ))
 grep -E "^test |seed|panicked|max rel err|guard|skipped" "$conf_log" | tail -n 60
@@ -44,7 +44,7 @@ rows+=("conformance total|rc=$conf_rc|${secs}s")
 #     f32 greedy codes identical, hidden within 1e-4; bf16 logits within 2e-2.
 model_log="$(mktemp)"
 start=$(date +%s)
-HIGGS_FIXTURES="$PWD/fixtures/reference" timeout 120 ./conformance_model_cuda --test-threads=1 --nocapture >"$model_log" 2>&1
+HIGGS_FIXTURES="$PWD/fixtures/reference" timeout 100 ./conformance_model_cuda --test-threads=1 --nocapture >"$model_log" 2>&1
 model_rc=$?
 secs=$(( $(date +%s) - start ))
 grep -E "^test |f32 codes|bf16 |panicked|skipped|assert" "$model_log" | tail -n 40
@@ -56,10 +56,24 @@ if grep -q "skipped: no CUDA device" "$model_log"; then
 fi
 rows+=("model conformance total|rc=$model_rc|${secs}s")
 
+# 1c. Codec kernels and on-device sampling (issue 6) vs their CPU twins.
+for t in conformance_codec_cuda conformance_sampling_cuda; do
+    log="$(mktemp)"
+    start=$(date +%s)
+    HIGGS_CUDA_SYNC=1 timeout 60 "./$t" --test-threads=1 --nocapture >"$log" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+    grep -E "^test |panicked|max rel|skipped" "$log" | tail -n 20
+    while read -r name status; do
+        rows+=("$t/$name|$status|")
+    done < <(grep -E "^test .* \.\.\. " "$log" | sed -E 's/^test ([^ ]+) \.\.\. ([a-zA-Z]+).*/\1 \2/')
+    rows+=("$t total|rc=$rc|${secs}s")
+done
+
 # 2. End-to-end bench (real shapes, random weights). Fails gracefully if the flags differ.
 bench_log="$(mktemp)"
 start=$(date +%s)
-timeout 240 ./higgs bench --device cuda --shape real --dtype bf16 --batch 1,8,32,64,128 >"$bench_log" 2>&1
+timeout 200 ./higgs bench --device cuda --shape real --dtype bf16 --batch 1,8,32,64,128 >"$bench_log" 2>&1
 bench_rc=$?
 secs=$(( $(date +%s) - start ))
 tail -n 30 "$bench_log"
