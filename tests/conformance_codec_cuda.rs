@@ -10,6 +10,9 @@
 //! identical. Outputs carry a guard band of canaries that must come back intact. Without a
 //! device every test prints "skipped: no CUDA device" and passes. spec: codec.md §3, §6, §7.
 
+#[macro_use]
+mod common;
+use common::rng;
 use higgs_engine::backend::cuda::conv1d::{self, Conv1dArgs, ConvTranspose1dArgs};
 use higgs_engine::backend::cuda::rvq::{self as cuda_rvq, RvqDecodeArgs, RvqNearestArgs};
 use higgs_engine::backend::cuda::snake::{self, SnakeArgs};
@@ -20,47 +23,13 @@ use higgs_engine::codec::CodecConfig;
 use higgs_engine::tensor::DType;
 use higgs_engine::weights::{HostTensor, WeightMap};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const GUARD: usize = 67;
 /// Far from any output, so a stray write shows.
 const CANARY: f32 = -12288.0;
 /// One output sums at most this many products before the tolerance relaxes to 1e-4.
 const SHORT_REDUCTION: usize = 1024;
-
-fn device() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if CudaDevice::is_no_device(&e) => {
-            println!("skipped: no CUDA device ({e})");
-            None
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    }
-}
-
-macro_rules! dev_or_skip {
-    () => {
-        match device() {
-            Some(d) => d,
-            None => return,
-        }
-    };
-}
-
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("HIGGS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    println!("{test}: seed {seed} (replay with HIGGS_TEST_SEED={seed})");
-    StdRng::seed_from_u64(seed)
-}
 
 fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-scale..=scale)).collect()

@@ -8,6 +8,9 @@
 //! mismatched infinity fails. Outputs carry a trailing guard band of canaries that must come
 //! back intact. Without a device every test prints "skipped: no CUDA device" and passes.
 
+#[macro_use]
+mod common;
+use common::rng;
 use cudarc::driver::CudaSlice;
 use half::bf16;
 use higgs_engine::backend::cpu;
@@ -19,46 +22,12 @@ use higgs_engine::backend::cuda::{
 use higgs_engine::backend::cuda::{CudaDevice, CudaStorage};
 use higgs_engine::tensor::{CpuStorage, DType};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const GUARD: usize = 67;
 /// Exactly representable in bf16 and far from any output, so a stray write shows.
 const CANARY: f32 = -12288.0;
 const DTYPES: [DType; 2] = [DType::F32, DType::BF16];
-
-fn device() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if CudaDevice::is_no_device(&e) => {
-            println!("skipped: no CUDA device ({e})");
-            None
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    }
-}
-
-macro_rules! dev_or_skip {
-    () => {
-        match device() {
-            Some(d) => d,
-            None => return,
-        }
-    };
-}
-
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("HIGGS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    println!("{test}: seed {seed} (replay with HIGGS_TEST_SEED={seed})");
-    StdRng::seed_from_u64(seed)
-}
 
 /// Uniform values in [-scale, scale], rounded through `dtype` so CPU and GPU see equal inputs.
 fn rand_vec(rng: &mut StdRng, n: usize, scale: f32, dtype: DType) -> Vec<f32> {

@@ -10,6 +10,9 @@
 //! The seed is printed; `HIGGS_TEST_SEED` replays it. Without a device every test prints
 //! "skipped: no CUDA device" and passes.
 
+#[macro_use]
+mod common;
+use common::rng;
 use cudarc::driver::CudaSlice;
 use higgs_engine::backend::cuda::sampling::{
     fill_uniforms, sample_rows, DelayConfig, DeviceSamplerState, RowParamsBuffer, RowSampling,
@@ -19,8 +22,7 @@ use higgs_engine::backend::cuda::{CudaDevice, CudaStorage};
 use higgs_engine::sampling::processors::{apply_top_k, apply_top_p, sample, SamplingParams};
 use higgs_engine::sampling::rng::SeededRng;
 use higgs_engine::tensor::DType;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const SIZES: [usize; 4] = [1, 7, 1026, 128256];
 const C: usize = 8;
@@ -30,40 +32,6 @@ const EOS: u32 = 1025;
 const AUDIO_OUT_BOS: u32 = 128013;
 const AUDIO_OUT: u32 = 128016;
 const AUDIO_EOS: u32 = 128012;
-
-fn device() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) if CudaDevice::is_no_device(&e) => {
-            println!("skipped: no CUDA device ({e})");
-            None
-        }
-        Err(e) => panic!("CUDA device present but unusable: {e}"),
-    }
-}
-
-macro_rules! dev_or_skip {
-    () => {
-        match device() {
-            Some(d) => d,
-            None => return,
-        }
-    };
-}
-
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("HIGGS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    println!("{test}: seed {seed} (replay with HIGGS_TEST_SEED={seed})");
-    StdRng::seed_from_u64(seed)
-}
 
 fn row(temperature: f32, top_k: Option<usize>, top_p: f32) -> RowSampling {
     RowSampling {
