@@ -6,12 +6,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("io error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message, not a `source`, so reports that print the whole
+    // chain (anyhow's `{:#}`) do not say it twice.
+    #[error("io error on {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("checkpoint {path}: key `{key}`: {reason}")]
     Checkpoint {
         path: PathBuf,
@@ -63,7 +61,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 

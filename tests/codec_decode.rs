@@ -278,3 +278,66 @@ fn streaming_is_sample_exact() {
         }
     }
 }
+
+/// `higgs codec encode` then `higgs codec decode` on the fixture clip: the .npy holds the
+/// reference's codes and the WAV has 960 samples per frame; a missing input is a clear error.
+#[test]
+fn cli_encode_decode_round_trip() {
+    use higgs_engine::reference::fixture::Expected;
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/codec");
+    let tmp = std::env::temp_dir().join(format!("higgs-codec-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (npy, wav) = (tmp.join("codes.npy"), tmp.join("out.wav"));
+    let higgs = env!("CARGO_BIN_EXE_higgs");
+    let run = |args: &[&str]| {
+        std::process::Command::new(higgs)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "codec",
+        "encode",
+        dir.join("test_signal.wav").to_str().unwrap(),
+        "--codec",
+        dir.to_str().unwrap(),
+        "-o",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let codes = higgs_engine::codec::npy::read_codes(&npy).unwrap();
+    let want = Expected::load(&dir.join("expected.safetensors"))
+        .unwrap()
+        .matrix("encode.codes")
+        .unwrap();
+    assert_eq!(codes, want);
+    let o = run(&[
+        "codec",
+        "decode",
+        npy.to_str().unwrap(),
+        "--codec",
+        dir.to_str().unwrap(),
+        "-o",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = hound::WavReader::open(&wav).unwrap();
+    assert_eq!(r.spec().sample_rate, 24000);
+    assert_eq!(r.len() as usize, 960 * codes[0].len());
+    let o = run(&[
+        "codec",
+        "decode",
+        tmp.join("missing.npy").to_str().unwrap(),
+        "--codec",
+        dir.to_str().unwrap(),
+        "-o",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("missing.npy") && !err.contains("panicked"),
+        "{err}"
+    );
+}
