@@ -12,34 +12,13 @@ use higgs_engine::config::ModelConfig;
 use higgs_engine::generate::{Engine, EngineConfig, Event, GenerationParams, Prompt};
 use higgs_engine::model::{Model, ModelWeights};
 use higgs_engine::tensor::DType;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const STEPS_PER_ENGINE: usize = 256;
-const AUDIO_OUT_BOS: u32 = 8002;
-
+/// The `higgs bench --shape small` config (hidden 512, 4 dual layers, 8/2 heads).
 fn small_config() -> ModelConfig {
-    let v = serde_json::json!({
-        "audio_adapter_type": "dual_ffn_fast_forward",
-        "audio_dual_ffn_layers": [0, 1, 2, 3],
-        "audio_num_codebooks": 8, "audio_codebook_size": 1024,
-        "audio_stream_bos_id": 1024, "audio_stream_eos_id": 1025,
-        "audio_in_token_idx": 8000, "audio_out_token_idx": 8001,
-        "audio_out_bos_token_id": AUDIO_OUT_BOS, "audio_eos_token_id": 8003, "pad_token_id": 8004,
-        "encode_audio_in_tokens": true, "use_delay_pattern": true, "skip_audio_tower": true,
-        "encode_whisper_embed": false,
-        "text_config": {
-            "model_type": "llama", "hidden_size": 512, "num_hidden_layers": 4,
-            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64,
-            "intermediate_size": 1536, "vocab_size": 8192, "rms_norm_eps": 1e-5,
-            "rope_theta": 500000.0, "max_position_embeddings": 131072,
-            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-            "bos_token_id": 8005, "eos_token_id": 8006
-        }
-    });
-    ModelConfig::from_json(Path::new("<bench step>"), &v).expect("the bench config is valid")
+    higgs_engine::bench::shape_config("small").expect("the small bench shape is valid")
 }
 
 /// An engine with `batch` sequences already in audio decode mode.
@@ -62,7 +41,7 @@ fn audio_engine(model: &Arc<Model>, batch: usize) -> Engine {
                 300,
                 400,
                 500,
-                AUDIO_OUT_BOS,
+                cfg.audio_out_bos_token,
             ],
             ..Default::default()
         };
