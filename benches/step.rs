@@ -1,7 +1,7 @@
 //! criterion benchmark of one whole-model decode step through `generate::Engine` (embed, every
 //! layer with paged attention and DualFFN, audio head, sampling) on the CPU backend, with
 //! random bf16 weights on a scaled-down Higgs config (hidden 512, 4 dual layers, heads 8/2,
-//! head_dim 64, FFN 1536, vocab 8192, 8 codebooks x 1026 rows). Groups
+//! head_dim 64, FFN 1536, vocab 128256, 8 codebooks x 1026 rows). Groups
 //! `step/cpu/bf16/audio_decode_b{batch}`; throughput counts sequences. Every sequence is kept in
 //! audio mode (its prompt ends in `<|audio_out_bos|>`, stream EOS suppressed, RAS off), and the
 //! engine is rebuilt outside the timed region every `STEPS_PER_ENGINE` steps so the context stays
