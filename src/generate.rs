@@ -426,18 +426,12 @@ impl Engine {
             }
             b.block_tables.extend(row);
             let mut flags = vec![0u8; b.max_ctx];
-            for (p, &a) in s
+            let cached_then_new = s
                 .audio_pos
                 .iter()
-                .chain(
-                    s.pending
-                        .iter()
-                        .map(|r| r.is_audio())
-                        .collect::<Vec<_>>()
-                        .iter(),
-                )
-                .enumerate()
-            {
+                .copied()
+                .chain(s.pending.iter().map(RowInput::is_audio));
+            for (p, a) in cached_then_new.enumerate() {
                 flags[p] = a as u8;
             }
             b.audio_keys.extend(flags);

@@ -1,7 +1,7 @@
 //! The LLM against the reference fixtures (tests/fixtures/reference/llm), and batched
 //! generation: several requests in one engine must give exactly what each gives alone.
 
-use higgs_engine::generate::{Engine, EngineConfig, Event};
+use higgs_engine::generate::{Engine, EngineConfig, Event, GenerationParams};
 use higgs_engine::reference::llm::{check_llm, LlmFixture};
 use std::path::{Path, PathBuf};
 
@@ -102,4 +102,68 @@ fn capacity_is_a_clear_error() {
     let (prompt, params) = fx.generation_request("gen_tts", &cases["gen_tts"]).unwrap();
     let e = engine.add(&prompt, params).unwrap_err().to_string();
     assert!(e.contains("never fit"), "{e}");
+}
+
+/// Plain Llama layers (adapter `dual_ffn` outside `audio_dual_ffn_layers`) share the routed
+/// layer code: on a text-only prompt they must equal the fixture's fast-forward layers (no
+/// audio rows, no audio keys), and with audio rows present they must not (plain layers run
+/// audio rows through the text FFN; fast-forward layers pass them through).
+#[test]
+fn plain_layers_match_fast_forward_on_text_and_differ_on_audio() {
+    use higgs_engine::config::{LayerKind, ModelConfig};
+    use higgs_engine::generate::Prompt;
+    use higgs_engine::model::{LoadOptions, Model, ModelWeights};
+    use higgs_engine::weights::safetensors::Checkpoint;
+    use std::sync::Arc;
+    let dir = fixtures().join("llm");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let ff_cfg = ModelConfig::from_json(&dir.join("config.json"), &json).unwrap();
+    json["audio_adapter_type"] = "dual_ffn".into();
+    let plain_cfg = ModelConfig::from_json(&dir.join("config.json"), &json).unwrap();
+    assert_eq!(plain_cfg.layer_kinds[1], LayerKind::Plain);
+    let models: Vec<Arc<Model>> = [ff_cfg, plain_cfg]
+        .into_iter()
+        .map(|c| {
+            let w = ModelWeights::load(&ck, &c, LoadOptions::default()).unwrap();
+            Arc::new(Model::new(c, w))
+        })
+        .collect();
+    let params = || {
+        let mut p = GenerationParams::new(3, vec![]);
+        p.sampling = higgs_engine::sampling::processors::SamplingParams {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+        };
+        p.ras_win_len = 0;
+        p.record_logits = true;
+        p
+    };
+    let text = Prompt {
+        ids: vec![224, 230, 17, 231, 2, 14, 47, 22, 34, 4],
+        ..Default::default()
+    };
+    let run = |m: &Arc<Model>, p: &Prompt| {
+        let mut e = Engine::new(m.clone(), EngineConfig::default()).unwrap();
+        e.generate(p, params()).unwrap().step_text_logits
+    };
+    let (a, b) = (run(&models[0], &text), run(&models[1], &text));
+    for (x, y) in a.iter().zip(&b) {
+        let (_, rel) = higgs_engine::reference::compare(x, y);
+        assert!(rel < 1e-6, "text-only: rel {rel}");
+    }
+    let codes: Vec<Vec<u32>> = (0..8)
+        .map(|c| (0..4).map(|t| (c * 7 + t * 3) as u32 % 64).collect())
+        .collect();
+    let mut audio = text.clone();
+    audio.ids.splice(5..5, [237, 240, 236]);
+    audio.audio_out.push(codes);
+    let (a, b) = (run(&models[0], &audio), run(&models[1], &audio));
+    let (_, rel) = higgs_engine::reference::compare(&a[0], &b[0]);
+    assert!(
+        rel > 1e-3,
+        "audio rows must take different paths: rel {rel}"
+    );
 }

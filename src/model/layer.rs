@@ -11,13 +11,25 @@ use crate::kv::cache::KvCache;
 use crate::ops::{self, AttnMeta, KeyMask};
 use crate::tensor::Tensor;
 
-/// Which rows are text and which audio; built once per step for all layers.
+/// Which rows are text and which audio.
 pub(crate) struct RoutePlan {
     pub text: Vec<u32>,
     pub audio: Vec<u32>,
 }
 
-impl RoutePlan {
+/// Everything the layers need that depends only on the step's rows: built once per step, not
+/// once per layer.
+pub(crate) struct StepPlan {
+    /// Rows by modality (dual-FFN layers).
+    route: RoutePlan,
+    /// Every row treated as text (plain layers: the same routed code with one group).
+    all_text: RoutePlan,
+    /// Attention metadata of every row, and of the text rows alone (fast-forward layers).
+    all_rows: RowMeta,
+    text_rows: RowMeta,
+}
+
+impl StepPlan {
     pub fn new(inputs: &BatchInputs) -> Self {
         let (mut text, mut audio) = (Vec::new(), Vec::new());
         for (i, r) in inputs.rows.iter().enumerate() {
@@ -27,7 +39,16 @@ impl RoutePlan {
                 text.push(i as u32)
             }
         }
-        RoutePlan { text, audio }
+        let text_rows = RowMeta::subset(inputs, &text);
+        StepPlan {
+            all_text: RoutePlan {
+                text: (0..inputs.rows.len() as u32).collect(),
+                audio: Vec::new(),
+            },
+            route: RoutePlan { text, audio },
+            all_rows: RowMeta::subset(inputs, &(0..inputs.rows.len() as u32).collect::<Vec<_>>()),
+            text_rows,
+        }
     }
 }
 
@@ -39,13 +60,6 @@ struct RowMeta {
 }
 
 impl RowMeta {
-    fn all(inputs: &BatchInputs) -> Self {
-        RowMeta {
-            positions: inputs.positions.clone(),
-            query_seq: inputs.query_seq.clone(),
-            slots: inputs.slot_mapping.clone(),
-        }
-    }
     fn subset(inputs: &BatchInputs, idx: &[u32]) -> Self {
         let pick = |v: &[i32]| idx.iter().map(|&i| v[i as usize]).collect::<Vec<_>>();
         RowMeta {
@@ -162,77 +176,57 @@ pub(crate) fn forward_layer(
     l: &LayerWeights,
     layer: usize,
     x: &mut Tensor,
-    plan: &RoutePlan,
+    plan: &StepPlan,
     inputs: &BatchInputs,
     kv: &mut KvCache,
     inv_freq: &[f32],
 ) -> Result<()> {
     let eps = cfg.rms_eps;
-    match (l.kind, &l.audio) {
-        (LayerKind::Dual, Some(a)) => {
-            let n = routed_norm(x, &l.input_norm, &a.input_norm, plan, eps)?;
-            let att = attention(
-                cfg,
-                l,
-                layer,
-                &n,
-                &RowMeta::all(inputs),
-                inputs,
-                kv,
-                inv_freq,
-                false,
-            )?;
-            ops::add_inplace(x, &att)?;
-            let m = routed_norm(x, &l.post_norm, &a.post_norm, plan, eps)?;
-            routed_ffn(x, &m, &l.ffn, &a.ffn, plan)
+    if l.kind == LayerKind::FastForward {
+        // Audio rows pass through untouched and write no K/V; text rows never see audio keys.
+        let text = &plan.route.text;
+        if text.is_empty() {
+            return Ok(());
         }
-        (LayerKind::FastForward, _) => {
-            // Audio rows pass through untouched and write no K/V; text rows never see audio keys.
-            if plan.text.is_empty() {
-                return Ok(());
-            }
-            let all = plan.audio.is_empty();
-            let mut xt = if all {
-                ops::copy(x)?
-            } else {
-                ops::gather_rows(x, &plan.text)?
-            };
-            let rows = if all {
-                RowMeta::all(inputs)
-            } else {
-                RowMeta::subset(inputs, &plan.text)
-            };
-            let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
-            let att = attention(cfg, l, layer, &n, &rows, inputs, kv, inv_freq, true)?;
-            ops::add_inplace(&mut xt, &att)?;
-            let m = ops::rmsnorm(&xt, &l.post_norm, eps)?;
-            let f = ffn(&l.ffn, &m)?;
-            if all {
-                ops::add_inplace(x, &att)?;
-                ops::add_inplace(x, &f)
-            } else {
-                ops::scatter_add_rows(x, &plan.text, &att)?;
-                ops::scatter_add_rows(x, &plan.text, &f)
-            }
-        }
-        _ => {
-            // Plain Llama layer (or a dual layer without audio weights, refused at load).
-            let n = ops::rmsnorm(x, &l.input_norm, eps)?;
-            let att = attention(
-                cfg,
-                l,
-                layer,
-                &n,
-                &RowMeta::all(inputs),
-                inputs,
-                kv,
-                inv_freq,
-                false,
-            )?;
+        let all = plan.route.audio.is_empty();
+        let mut xt = if all {
+            ops::copy(x)?
+        } else {
+            ops::gather_rows(x, text)?
+        };
+        let rows = if all { &plan.all_rows } else { &plan.text_rows };
+        let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
+        let att = attention(cfg, l, layer, &n, rows, inputs, kv, inv_freq, true)?;
+        ops::add_inplace(&mut xt, &att)?;
+        let m = ops::rmsnorm(&xt, &l.post_norm, eps)?;
+        let f = ffn(&l.ffn, &m)?;
+        return if all {
             ops::add_inplace(x, &att)?;
-            let m = ops::rmsnorm(x, &l.post_norm, eps)?;
-            let f = ffn(&l.ffn, &m)?;
             ops::add_inplace(x, &f)
-        }
+        } else {
+            ops::scatter_add_rows(x, text, &att)?;
+            ops::scatter_add_rows(x, text, &f)
+        };
     }
+    // Dual-FFN layers route rows by modality; plain Llama layers are the same code with every
+    // row in the text group (audio weights are only loaded for dual layers).
+    let (route, in_audio, post_audio, ffn_audio) = match (&l.audio, l.kind) {
+        (Some(a), LayerKind::Dual) => (&plan.route, &a.input_norm, &a.post_norm, &a.ffn),
+        _ => (&plan.all_text, &l.input_norm, &l.post_norm, &l.ffn),
+    };
+    let n = routed_norm(x, &l.input_norm, in_audio, route, eps)?;
+    let att = attention(
+        cfg,
+        l,
+        layer,
+        &n,
+        &plan.all_rows,
+        inputs,
+        kv,
+        inv_freq,
+        false,
+    )?;
+    ops::add_inplace(x, &att)?;
+    let m = routed_norm(x, &l.post_norm, post_audio, route, eps)?;
+    routed_ffn(x, &m, &l.ffn, ffn_audio, route)
 }

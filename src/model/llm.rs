@@ -1,7 +1,7 @@
 //! The whole stack: embeddings -> decoder layers -> final norm -> heads (spec §4-6).
 
 use super::batch::{BatchInputs, RowInput};
-use super::layer::{forward_layer, RoutePlan};
+use super::layer::{forward_layer, StepPlan};
 use super::weights::ModelWeights;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -148,7 +148,7 @@ impl Model {
                 )));
             }
         }
-        let plan = RoutePlan::new(inputs);
+        let plan = StepPlan::new(inputs);
         let mut x = self.embed(&inputs.rows)?;
         let mut layers = Vec::new();
         for (i, l) in self.w.layers.iter().enumerate() {

@@ -400,40 +400,8 @@ impl ModelWeights {
     }
 
     pub fn param_count(&self) -> usize {
-        let mut n = self.embed.elem_count()
-            + self.audio_embed.elem_count()
-            + self.norm.elem_count()
-            + self.text_head.elem_count()
-            + self.audio_head.elem_count();
-        n += self.audio_projector.as_ref().map_or(0, |t| t.elem_count());
-        for l in &self.layers {
-            n += [
-                &l.input_norm,
-                &l.post_norm,
-                &l.q,
-                &l.k,
-                &l.v,
-                &l.o,
-                &l.ffn.gate,
-                &l.ffn.up,
-                &l.ffn.down,
-            ]
-            .iter()
-            .map(|t| t.elem_count())
-            .sum::<usize>();
-            if let Some(a) = &l.audio {
-                n += [
-                    &a.input_norm,
-                    &a.post_norm,
-                    &a.ffn.gate,
-                    &a.ffn.up,
-                    &a.ffn.down,
-                ]
-                .iter()
-                .map(|t| t.elem_count())
-                .sum::<usize>();
-            }
-        }
+        let mut n = 0;
+        self.for_each(|t| n += t.elem_count());
         n
     }
 }
