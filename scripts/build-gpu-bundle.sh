@@ -36,10 +36,13 @@ cargo build --release --features cuda --bin higgs
 for t in "${!bins[@]}"; do
     cp "${bins[$t]}" "$dest/$t"
 done
-# The model conformance test reads the LLM reference fixture (1.7 MB) through HIGGS_FIXTURES.
+# The model and codec conformance tests read the LLM (1.7 MB) and codec (3.5 MB) reference
+# fixtures through HIGGS_FIXTURES.
 mkdir -p "$dest/fixtures/reference"
-rm -rf "$dest/fixtures/reference/llm"
-cp -r tests/fixtures/reference/llm "$dest/fixtures/reference/llm"
+for part in llm codec; do
+    rm -rf "$dest/fixtures/reference/$part"
+    cp -r "tests/fixtures/reference/$part" "$dest/fixtures/reference/$part"
+done
 cp target/release/higgs "$dest/higgs"
 cp scripts/gpu-check.sh "$dest/gpu-check.sh"
 [[ -f target/kernel-resources.txt ]] && cp target/kernel-resources.txt "$dest/"

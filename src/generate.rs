@@ -110,6 +110,8 @@ struct SeqState {
     id: SeqId,
     params: GenerationParams,
     rng: SeededRng,
+    /// Seed of device-side draws (the request's seed, else a random one).
+    draw_seed: u64,
     /// Rows still to be fed (the whole expanded prompt at first, then one row per step).
     pending: Vec<RowInput>,
     /// Audio flag of every cached position (fast-forward layers hide audio keys).
@@ -142,6 +144,60 @@ impl Default for EngineConfig {
             num_blocks: 512,
             block_size: 16,
         }
+    }
+}
+
+/// One step's head outputs for the scheduled sequences (see `Engine::run_heads`).
+#[derive(Default)]
+struct StepHeads {
+    /// Per scheduled sequence: its row in the audio results, its row in the text logits.
+    slot: Vec<(Option<usize>, Option<usize>)>,
+    /// `[audio rows, audio_width]` host logits (host sampling or recording).
+    audio_logits: Option<Vec<f32>>,
+    /// `[audio rows, n_codebooks]` symbols drawn on the device (after RAS).
+    audio_symbols: Option<Vec<u32>>,
+    /// `[text rows, vocab]`.
+    text_logits: Option<Vec<f32>>,
+    audio_width: usize,
+    n_codebooks: usize,
+    vocab: usize,
+}
+
+impl StepHeads {
+    fn of(&self, k: usize) -> SeqHeads<'_> {
+        let (a, t) = self.slot[k];
+        fn part(v: &Option<Vec<f32>>, r: Option<usize>, w: usize) -> Option<&[f32]> {
+            v.as_ref().zip(r).map(|(v, r)| &v[r * w..(r + 1) * w])
+        }
+        SeqHeads {
+            audio_logits: part(&self.audio_logits, a, self.audio_width),
+            audio_symbols: self
+                .audio_symbols
+                .as_ref()
+                .zip(a)
+                .map(|(v, r)| &v[r * self.n_codebooks..(r + 1) * self.n_codebooks]),
+            text_logits: part(&self.text_logits, t, self.vocab),
+        }
+    }
+}
+
+/// One sequence's slice of [`StepHeads`].
+struct SeqHeads<'a> {
+    audio_logits: Option<&'a [f32]>,
+    audio_symbols: Option<&'a [u32]>,
+    text_logits: Option<&'a [f32]>,
+}
+
+impl SeqHeads<'_> {
+    fn missing(what: &str) -> Error {
+        Error::Other(format!("engine: no {what} computed for this step"))
+    }
+    fn audio_logits(&self) -> Result<&[f32]> {
+        self.audio_logits
+            .ok_or_else(|| Self::missing("audio logits"))
+    }
+    fn text_logits(&self) -> Result<&[f32]> {
+        self.text_logits.ok_or_else(|| Self::missing("text logits"))
     }
 }
 
@@ -292,9 +348,11 @@ impl Engine {
         let rng = params
             .seed
             .map_or_else(SeededRng::from_entropy, SeededRng::from_seed);
+        let draw_seed = params.seed.unwrap_or_else(rand::random);
         self.seqs.push(SeqState {
             id,
             rng,
+            draw_seed,
             pending: rows,
             audio_pos: Vec::new(),
             n_cached: 0,
@@ -358,7 +416,12 @@ impl Engine {
                 capture_layers: record_hidden,
             };
             let fwd = self.model.forward(&inputs, &mut self.kv, &opts)?;
-            let hidden = fwd.hidden.to_f32_vec()?;
+            // Only recorded runs read hidden states back (a sync and a copy otherwise wasted).
+            let hidden = if record_hidden {
+                fwd.hidden.to_f32_vec()?
+            } else {
+                Vec::new()
+            };
             let h = self.model.cfg.hidden;
             for (k, &si) in scheduled.iter().enumerate() {
                 let n_rows = self.seqs[si].pending.len();
@@ -379,9 +442,11 @@ impl Engine {
                 if s.out.prompt_positions == 0 {
                     s.out.prompt_positions = n_rows;
                 }
-                // The row stays on the model's device; its logits come back to the host once.
-                let hk = crate::ops::gather_rows(&fwd.hidden, &[k as u32])?;
-                let evs = Self::sample_step(&self.model, s, &hk)?;
+            }
+            let heads = self.run_heads(&scheduled, &fwd.hidden)?;
+            for (k, &si) in scheduled.iter().enumerate() {
+                let s = &mut self.seqs[si];
+                let evs = Self::sample_step(&self.model.cfg, s, &heads.of(k))?;
                 for e in evs {
                     events.push((s.id, e));
                 }
@@ -447,6 +512,77 @@ impl Engine {
         Ok((b, last_rows))
     }
 
+    /// The heads, batched: one audio-head GEMM over every sequence in an audio step and one
+    /// text-head GEMM over those that need text logits; each result crosses to the host once,
+    /// and for audio on a device that samples (CUDA) only the drawn symbols do.
+    fn run_heads(&self, scheduled: &[usize], hidden: &Tensor) -> Result<StepHeads> {
+        let model = &self.model;
+        let cfg = &model.cfg;
+        let n = scheduled.len();
+        let mut heads = StepHeads {
+            slot: vec![(None, None); n],
+            ..Default::default()
+        };
+        let (mut audio_k, mut text_k) = (Vec::new(), Vec::new());
+        for (k, &si) in scheduled.iter().enumerate() {
+            let s = &self.seqs[si];
+            match Self::mode(cfg, *s.ids.last().unwrap_or(&0)) {
+                Mode::AudioInProgress => {
+                    heads.slot[k].0 = Some(audio_k.len());
+                    audio_k.push(k as u32);
+                }
+                Mode::AudioInit if !s.params.record_logits => {}
+                Mode::Text | Mode::AudioInit => {
+                    heads.slot[k].1 = Some(text_k.len());
+                    text_k.push(k as u32);
+                }
+            }
+        }
+        let rows_of = |ks: &[u32]| -> Result<Option<Tensor>> {
+            Ok(if ks.len() == n {
+                None
+            } else {
+                Some(crate::ops::gather_rows(hidden, ks)?)
+            })
+        };
+        if !audio_k.is_empty() {
+            let picked = rows_of(&audio_k)?;
+            let z = model.audio_logits(picked.as_ref().unwrap_or(hidden))?;
+            let seqs: Vec<&SeqState> = audio_k
+                .iter()
+                .map(|&k| &self.seqs[scheduled[k as usize]])
+                .collect();
+            // One suppress list per launch; mixed lists sample on the host.
+            let suppress = &seqs[0].params.suppress_audio;
+            if seqs.iter().all(|s| &s.params.suppress_audio == suppress) {
+                let rows: Vec<crate::ops::AudioDraw<'_>> = seqs
+                    .iter()
+                    .map(|s| crate::ops::AudioDraw {
+                        sampling: s.params.sampling,
+                        ras_win_len: s.params.ras_win_len,
+                        ras_max_repeat: s.params.ras_max_repeat,
+                        seed: s.draw_seed,
+                        step: s.ids_full_len as u64,
+                        history: &s.audio_out,
+                    })
+                    .collect();
+                heads.audio_symbols = crate::ops::draw_audio(&z, cfg.n_codebooks, &rows, suppress)?;
+            }
+            if heads.audio_symbols.is_none() || seqs.iter().any(|s| s.params.record_logits) {
+                heads.audio_logits = Some(z.to_f32_vec()?);
+            }
+        }
+        if !text_k.is_empty() {
+            let picked = rows_of(&text_k)?;
+            let z = model.text_logits(picked.as_ref().unwrap_or(hidden))?;
+            heads.text_logits = Some(z.to_f32_vec()?);
+        }
+        heads.audio_width = cfg.n_codebooks * cfg.codebook_rows();
+        heads.n_codebooks = cfg.n_codebooks;
+        heads.vocab = cfg.vocab;
+        Ok(heads)
+    }
+
     fn mode(cfg: &crate::config::ModelConfig, last: u32) -> Mode {
         if last == cfg.audio_out_bos_token {
             Mode::AudioInit
@@ -458,8 +594,11 @@ impl Engine {
     }
 
     /// Sample this step's outputs for one sequence from its final hidden state (spec §8.4-8.8).
-    fn sample_step(model: &Model, s: &mut SeqState, h: &Tensor) -> Result<Vec<Event>> {
-        let cfg = &model.cfg;
+    fn sample_step(
+        cfg: &crate::config::ModelConfig,
+        s: &mut SeqState,
+        heads: &SeqHeads<'_>,
+    ) -> Result<Vec<Event>> {
         let c = cfg.n_codebooks;
         let rows = cfg.codebook_rows();
         let mut ev = Vec::new();
@@ -467,12 +606,18 @@ impl Engine {
         let full_tok;
         match Self::mode(cfg, last_id) {
             Mode::AudioInProgress => {
-                let z = model.audio_logits(h)?.to_f32_vec()?;
                 if s.params.record_logits {
-                    s.out.step_audio_logits.push(z.clone());
+                    s.out.step_audio_logits.push(heads.audio_logits()?.to_vec());
                 }
                 let mut col = vec![0u32; c];
+                if let Some(drawn) = heads.audio_symbols {
+                    col.copy_from_slice(drawn);
+                }
                 for (cb, tok) in col.iter_mut().enumerate() {
+                    if heads.audio_symbols.is_some() {
+                        break;
+                    }
+                    let z = heads.audio_logits()?;
                     let zr = &z[cb * rows..(cb + 1) * rows];
                     let mut t =
                         sample(zr, &s.params.sampling, &s.params.suppress_audio, &mut s.rng) as u32;
@@ -533,9 +678,7 @@ impl Engine {
             }
             Mode::AudioInit => {
                 if s.params.record_logits {
-                    s.out
-                        .step_text_logits
-                        .push(model.text_logits(h)?.to_f32_vec()?);
+                    s.out.step_text_logits.push(heads.text_logits()?.to_vec());
                 }
                 let tok = cfg.audio_out_token;
                 let col = vec![cfg.stream_bos; c];
@@ -554,11 +697,11 @@ impl Engine {
                 full_tok = tok;
             }
             Mode::Text => {
-                let z = model.text_logits(h)?.to_f32_vec()?;
+                let z = heads.text_logits()?;
                 let mut tok =
-                    sample(&z, &s.params.sampling, &s.params.suppress_text, &mut s.rng) as u32;
+                    sample(z, &s.params.sampling, &s.params.suppress_text, &mut s.rng) as u32;
                 if s.params.record_logits {
-                    s.out.step_text_logits.push(z);
+                    s.out.step_text_logits.push(z.to_vec());
                 }
                 if tok == cfg.audio_out_token || tok == cfg.audio_in_token {
                     // The reference would crash on a placeholder without a segment (§8.4); treat

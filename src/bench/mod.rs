@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// Batch sizes for the decode measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
+    /// Also measure time to first audio: one request from `add` to its first streamed
+    /// samples (prefill, the delay pattern's first C-1 columns, the codec's 10 frames of
+    /// lookahead, one chunk of codec decode), with a released-size random codec on the same
+    /// device.
+    #[arg(long)]
+    first_audio: bool,
 }
 
 /// A config of the released family, scaled by layers/width.
@@ -73,10 +79,63 @@ pub fn shape_config(name: &str) -> anyhow::Result<ModelConfig> {
     )?)
 }
 
-/// Codec real-time factors with random weights of the released sizes (CPU).
-fn run_codec(seconds: usize) -> anyhow::Result<ExitCode> {
+/// A released-size codec with random weights (decode path only), on `device`.
+fn random_codec(device: &Device) -> anyhow::Result<crate::codec::AudioTokenizer> {
     use crate::codec::{config::CodecConfig, model::AudioTokenizer, weights};
     let cfg = CodecConfig::released();
+    let w = weights::random_decode_weights(&cfg, 7);
+    Ok(AudioTokenizer::from_weights(cfg, w)?.to_device(device)?)
+}
+
+/// Codec real-time factors with random weights of the released sizes: decode on `device`
+/// (whole clip, then streamed in 1 s chunks), encode on the host (CPU only).
+fn run_codec(seconds: usize, device: &Device) -> anyhow::Result<ExitCode> {
+    use crate::codec::{config::CodecConfig, model::AudioTokenizer, weights};
+    let cfg = CodecConfig::released();
+    if !device.is_cpu() {
+        let codec = random_codec(device)?;
+        let frames = seconds * 25;
+        let codes: Vec<Vec<u32>> = (0..cfg.n_q)
+            .map(|q| {
+                (0..frames)
+                    .map(|t| ((q * 131 + t * 17) % cfg.bins) as u32)
+                    .collect()
+            })
+            .collect();
+        println!(
+            "higgs bench --codec: released sizes, random weights, decode on cuda ({}), {seconds} s of audio",
+            device.name()
+        );
+        codec.decode(&codes)?; // warm-up (module load, pool growth)
+        let reps = 5;
+        let t = Instant::now();
+        for _ in 0..reps {
+            codec.decode(&codes)?;
+        }
+        let d = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "decode  {frames} frames -> {} samples   {:>8.4} s   real-time factor {:.0}x",
+            frames * cfg.hop_length(),
+            d,
+            seconds as f64 / d
+        );
+        // Streaming: 25-frame chunks, each decoded with its 10 frames of context per side.
+        let t = Instant::now();
+        let mut s = crate::codec::stream::StreamDecoder::new(&codec, cfg.n_q)?;
+        let mut n = 0;
+        for a in (0..frames).step_by(25) {
+            let b = (a + 25).min(frames);
+            let part: Vec<Vec<u32>> = codes.iter().map(|r| r[a..b].to_vec()).collect();
+            n += s.push(&part)?.len();
+        }
+        n += s.finish()?.len();
+        let d = t.elapsed().as_secs_f64();
+        println!(
+            "stream  {frames} frames in 25-frame pushes -> {n} samples   {d:>8.4} s   real-time factor {:.0}x",
+            seconds as f64 / d
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let t0 = Instant::now();
     let mut w = weights::random_decode_weights(&cfg, 7);
     let enc_w = weights::random_encode_weights(&cfg, 11);
@@ -123,13 +182,13 @@ fn run_codec(seconds: usize) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    if a.codec {
-        return run_codec(a.codec_seconds);
-    }
     let device = match a.device.as_str() {
         "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
         _ => Device::Cpu,
     };
+    if a.codec {
+        return run_codec(a.codec_seconds, &device);
+    }
     let cfg = shape_config(&a.shape)?;
     let dtype = if a.dtype == "f32" {
         DType::F32
@@ -213,6 +272,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             None => println!("bandwidth floor: unknown GPU `{}` (known: H100 3.35 TB/s, H200 4.8 TB/s); {:.2} GB weights per audio step", device.name(), step_bytes as f64 / 1e9),
         }
     }
+    // Warm-up (cuBLAS handles and heuristics, the memory pool, first-launch module costs):
+    // one whole request, not timed.
+    let id = engine.add(&prompt(500), gen_params())?;
+    while engine.num_active() > 0 {
+        engine.step()?;
+    }
+    engine.take_output(id);
     // Prefill.
     let id = engine.add(&prompt(0), gen_params())?;
     let t = Instant::now();
@@ -251,7 +317,71 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             engine.take_output(id);
         }
     }
+    if a.first_audio {
+        first_audio(&mut engine, &prompt(999), gen_params, &device)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Time from `add` to the first streamed samples of one request (engine otherwise idle).
+fn first_audio(
+    engine: &mut Engine,
+    prompt: &Prompt,
+    gen_params: impl Fn() -> GenerationParams,
+    device: &Device,
+) -> anyhow::Result<()> {
+    use crate::codec::stream::StreamDecoder;
+    use crate::generate::Event;
+    use crate::tts::FrameReverter;
+    let codec = random_codec(device)?;
+    let cfg = engine.model.cfg.clone();
+    let mut p = gen_params();
+    p.max_new_tokens = p.max_new_tokens.max(cfg.n_codebooks + 40);
+    for round in 0..2 {
+        // Round 0 warms the codec's kernels and the pool; round 1 is reported.
+        let mut rev = FrameReverter::new(cfg.n_codebooks, cfg.codebook_size);
+        let mut dec = StreamDecoder::new(&codec, cfg.n_codebooks)?;
+        let t = Instant::now();
+        let id = engine.add(prompt, p.clone())?;
+        let (mut steps, mut first) = (0, None);
+        'gen: while engine.num_active() > 0 {
+            let events = engine.step()?;
+            steps += 1;
+            for (s, e) in events {
+                if let (true, Event::Audio(col)) = (s == id, e) {
+                    let frames = rev.push(col);
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let rows: Vec<Vec<u32>> = (0..cfg.n_codebooks)
+                        .map(|c| frames.iter().map(|f| f[c]).collect())
+                        .collect();
+                    let audio = dec.push(&rows)?;
+                    if !audio.is_empty() {
+                        first = Some((t.elapsed().as_secs_f64(), audio.len()));
+                        break 'gen;
+                    }
+                }
+            }
+        }
+        while engine.num_active() > 0 {
+            engine.step()?;
+        }
+        engine.take_output(id);
+        if round == 1 {
+            match first {
+                Some((s, n)) => println!(
+                    "first audio   {:>9.1} ms   ({} prompt tokens, {steps} engine steps, first chunk {n} samples = {:.0} ms of audio, codec on {})",
+                    1e3 * s,
+                    prompt.ids.len(),
+                    1e3 * n as f64 / 24_000.0,
+                    if device.is_cpu() { "cpu" } else { "cuda" }
+                ),
+                None => println!("first audio   none: the request ended before its first chunk"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Weight bytes one audio decode step reads at batch 1: per layer what an audio row touches

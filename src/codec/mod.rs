@@ -2,6 +2,8 @@
 //! spec: codec.md. May use: ops, tensor, weights, config, audio.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod decoder;
 pub mod encode;
 pub mod encoder;

@@ -24,6 +24,10 @@ pub struct AudioTokenizer {
     pub(crate) rvq: Rvq,
     /// `fc_post2` + `decoder_2`.
     pub(crate) decoder: Decoder,
+    /// The decode path on a GPU, after [`AudioTokenizer::to_device`]; `decode` (and so chunked
+    /// and streaming decode) runs there. Encoding stays on the host.
+    #[cfg(feature = "cuda")]
+    pub(crate) cuda: Option<std::sync::Arc<super::cuda::CudaDecoder>>,
 }
 
 impl AudioTokenizer {
@@ -42,7 +46,41 @@ impl AudioTokenizer {
             weights,
             rvq,
             decoder,
+            #[cfg(feature = "cuda")]
+            cuda: None,
         })
+    }
+
+    /// This codec with its decode path on `device` (weights uploaded once, f32); `Device::Cpu`
+    /// gives the host codec back.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+    pub fn to_device(mut self, device: &crate::tensor::Device) -> Result<Self> {
+        match device {
+            crate::tensor::Device::Cpu => {
+                #[cfg(feature = "cuda")]
+                {
+                    self.cuda = None;
+                }
+            }
+            #[cfg(feature = "cuda")]
+            crate::tensor::Device::Cuda(dev) => {
+                self.cuda = Some(std::sync::Arc::new(super::cuda::CudaDecoder::new(
+                    dev,
+                    &self.rvq,
+                    &self.decoder,
+                )?));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Where `decode` runs.
+    pub fn decode_device(&self) -> crate::tensor::Device {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            return crate::tensor::Device::Cuda(c.device().clone());
+        }
+        crate::tensor::Device::Cpu
     }
 
     pub fn config(&self) -> &CodecConfig {
@@ -74,6 +112,10 @@ impl AudioTokenizer {
         let t = self.rvq.check_codes(codes)?;
         if t == 0 {
             return Ok(Vec::new());
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            return c.decode(codes);
         }
         let q = self.rvq.decode(codes)?;
         Ok(self.decoder.forward(&q, t))

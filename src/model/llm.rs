@@ -148,6 +148,10 @@ impl Model {
                 )));
             }
         }
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(d) = &self.device {
+            d.begin_step();
+        }
         let plan = StepPlan::new(inputs);
         let mut x = self.embed(&inputs.rows)?;
         let mut layers = Vec::new();

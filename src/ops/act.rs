@@ -15,11 +15,12 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         }
         #[cfg(feature = "cuda")]
         Storage::Cuda(g) => {
-            use super::cuda_arm::{on, output};
+            use super::cuda_arm::{on, output_uninit};
             use crate::backend::cuda::act::{self, SiluMulArgs};
             let dev = &g.dev;
             let (n_rows, cols) = gate.dims2();
-            let mut y = output(dev, gate.shape().to_vec(), g.dtype())?;
+            // SAFETY: the kernel writes every element of every row.
+            let mut y = unsafe { output_uninit(dev, gate.shape().to_vec(), g.dtype())? };
             let u = on("silu_mul", "up", dev, up)?;
             act::silu_mul(
                 dev,

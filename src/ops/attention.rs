@@ -84,7 +84,7 @@ pub fn kv_write(cache: &mut Tensor, src: &Tensor, slots: &[i32]) -> Result<()> {
             }
             let (num_slots, kv_dim) = cache.dims2();
             // The scatter kernel skips rows whose index is negative, as -1 slots must be.
-            let d_slots = dev.upload(slots)?;
+            let d_slots = dev.upload_cached(slots)?;
             let s = on("kv_write", "src", &dev, src)?;
             let a = RowsArgs {
                 n_rows: slots.len(),
@@ -131,7 +131,7 @@ pub fn kv_write_pair(
                 return Ok(());
             }
             let (num_slots, kv_dim) = k_cache.dims2();
-            let d_slots = dev.upload(slots)?;
+            let d_slots = dev.upload_cached(slots)?;
             let (ks, vs) = (on("kv_write", "k", &dev, k)?, on("kv_write", "v", &dev, v)?);
             let a = KvWriteArgs {
                 n_tokens: slots.len(),
@@ -350,10 +350,10 @@ fn cuda_attention(
         num_blocks: num_slots / meta.block_size,
         scale: 1.0 / (head_dim as f32).sqrt(),
     };
-    let tables = dev.upload(meta.block_tables)?;
-    let pos = dev.upload(meta.query_pos)?;
+    let tables = dev.upload_cached(meta.block_tables)?;
+    let pos = dev.upload_cached(meta.query_pos)?;
     let skip = match mask {
-        Some(m) => Some(dev.upload(m.skip)?),
+        Some(m) => Some(dev.upload_cached(m.skip)?),
         None => None,
     };
     let out = on_mut(OP, "out", dev, &mut y)?;
@@ -375,7 +375,7 @@ fn cuda_attention(
                 vs,
                 &tables,
                 &pos,
-                skip.as_ref(),
+                skip.as_deref(),
                 out,
                 &a,
             )?;
@@ -390,7 +390,7 @@ fn cuda_attention(
                 &tables,
                 &seq,
                 &pos,
-                skip.as_ref(),
+                skip.as_deref(),
                 out,
                 &a,
             )?;

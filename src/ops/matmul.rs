@@ -20,10 +20,11 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         }
         #[cfg(feature = "cuda")]
         Storage::Cuda(xs) => {
-            use super::cuda_arm::{on, on_mut, output};
+            use super::cuda_arm::{on, on_mut, output_uninit};
             use crate::backend::cuda::gemm::{matmul_wt, MatmulArgs};
             let dev = &xs.dev;
-            let mut y = output(dev, vec![n, out], xs.dtype())?;
+            // SAFETY: the GEMM (beta = 0) writes all n·out elements; n = 0 has none.
+            let mut y = unsafe { output_uninit(dev, vec![n, out], xs.dtype())? };
             if n == 0 {
                 return Ok(y);
             }

@@ -10,6 +10,7 @@ mod matmul;
 mod norm;
 mod rope;
 mod routing;
+mod sample;
 
 pub use act::silu_mul;
 pub use attention::{
@@ -21,6 +22,7 @@ pub use matmul::matmul;
 pub use norm::{add_inplace, rmsnorm};
 pub use rope::rope_inplace;
 pub use routing::{copy, gather_rows, scatter_add_rows};
+pub use sample::{draw_audio, AudioDraw};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -150,9 +152,31 @@ pub(crate) mod cuda_arm {
         ))
     }
 
-    /// Uploads a non-empty host index list as i32 (callers validated the values fit).
-    pub fn idx(dev: &CudaDevice, v: &[u32]) -> Result<CudaSlice<i32>> {
-        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
-        dev.upload(&v)
+    /// An output tensor on `dev` whose contents are undefined until a kernel writes it.
+    ///
+    /// # Safety
+    /// The op must write every element (a GEMM with beta = 0, a row-wise kernel over all
+    /// rows) before the tensor is returned.
+    pub unsafe fn output_uninit(
+        dev: &Arc<CudaDevice>,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let data = CudaStorage::uninit(dev, n, dtype)?;
+        Ok(Tensor::from_storage(
+            shape,
+            Storage::Cuda(DeviceStorage {
+                dev: dev.clone(),
+                data,
+            }),
+        ))
+    }
+
+    /// Uploads a non-empty host index list as i32 (callers validated the values fit); shared
+    /// by every op of the step that uploads the same list.
+    pub fn idx(dev: &CudaDevice, v: &[u32]) -> Result<Arc<CudaSlice<i32>>> {
+        let v: &[i32] = bytemuck::cast_slice(v);
+        dev.upload_cached(v)
     }
 }

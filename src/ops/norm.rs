@@ -16,10 +16,11 @@ pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
         }
         #[cfg(feature = "cuda")]
         Storage::Cuda(xs) => {
-            use super::cuda_arm::{on, on_mut, output};
+            use super::cuda_arm::{on, on_mut, output_uninit};
             use crate::backend::cuda::rmsnorm::{rmsnorm, RmsNormArgs};
             let dev = &xs.dev;
-            let mut y = output(dev, vec![n, h], xs.dtype())?;
+            // SAFETY: the kernel writes all h columns of all n rows.
+            let mut y = unsafe { output_uninit(dev, vec![n, h], xs.dtype())? };
             let ws = on("rmsnorm", "w", dev, w)?;
             rmsnorm(
                 dev,

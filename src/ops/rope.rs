@@ -26,8 +26,8 @@ pub fn rope_inplace(
             if n == 0 {
                 return Ok(());
             }
-            let pos = dev.upload(positions)?;
-            let freq = dev.upload(inv_freq)?;
+            let pos = dev.upload_cached(positions)?;
+            let freq = dev.upload_cached(inv_freq)?;
             let xs = super::cuda_arm::on_mut("rope", "x", &dev, x)?;
             rope(
                 &dev,

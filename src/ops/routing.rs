@@ -16,10 +16,11 @@ pub fn gather_rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
         }
         #[cfg(feature = "cuda")]
         Storage::Cuda(xs) => {
-            use super::cuda_arm::{on_mut, output};
+            use super::cuda_arm::{on_mut, output_uninit};
             use crate::backend::cuda::dual_ffn::{gather_rows, RowsArgs};
             let dev = &xs.dev;
-            let mut y = output(dev, vec![idx.len(), h], xs.dtype())?;
+            // SAFETY: every output row is copied from a checked, in-range source row.
+            let mut y = unsafe { output_uninit(dev, vec![idx.len(), h], xs.dtype())? };
             if idx.is_empty() {
                 return Ok(y);
             }

@@ -31,7 +31,24 @@ pub struct CudaDevice {
     /// Split-KV decode partials, grown on demand and reused by every decode attention call
     /// (one stream, so stream order serialises its users).
     decode_ws: std::sync::Mutex<super::attn_decode::DecodeWorkspace>,
+    /// Read-only index lists of the current step, by content (see [`CudaDevice::upload_cached`]).
+    step_uploads: std::sync::Mutex<StepUploads>,
 }
+
+/// Every layer of a step reads the same positions, slots, block tables and row lists; each is
+/// uploaded once per step instead of once per op. Keyed by dtype and bytes, so a hit is always
+/// the same data; cleared by [`CudaDevice::begin_step`] (and when it grows past a bound).
+#[derive(Default)]
+struct StepUploads {
+    map: std::collections::HashMap<
+        (std::any::TypeId, Vec<u8>),
+        Arc<dyn std::any::Any + Send + Sync>,
+    >,
+    bytes: usize,
+}
+
+/// A bound on what one step may keep cached (a decode step at batch 128 keeps ~100 KB).
+const STEP_UPLOAD_LIMIT_BYTES: usize = 64 << 20;
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +64,27 @@ fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Kernel {
         kernel: what.to_string(),
         reason: e.to_string(),
+    }
+}
+
+/// Stream-ordered allocations come from the device's default memory pool, whose release
+/// threshold is 0: every synchronisation hands freed memory back to the OS and the next step's
+/// allocations map it again. Keep it (like PyTorch's caching allocator). Best effort: a driver
+/// without pools falls back to plain cuMemAlloc in cudarc and this changes nothing.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: plain driver queries on a valid device handle; `threshold` outlives the call.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
+        {
+            let mut threshold: u64 = u64::MAX;
+            let _ = sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            );
+        }
     }
 }
 
@@ -73,7 +111,13 @@ impl CudaDevice {
             )));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| driver_err("CudaContext::new", e))?;
+        // One stream does everything (cuBLAS included), so cudarc's per-buffer event tracking
+        // (two cuEventCreate per allocation, an event record per kernel argument, hundreds of
+        // each per decode step) guards nothing here. Must precede new_stream.
+        // SAFETY: no buffer is ever used from a second stream (see the struct doc).
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| driver_err("new_stream", e))?;
+        keep_pool_memory(&ctx);
         let num_sms = ctx
             .attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
@@ -116,6 +160,7 @@ impl CudaDevice {
             num_sms,
             sync_each_launch,
             decode_ws: Default::default(),
+            step_uploads: Default::default(),
         })
     }
 
@@ -169,6 +214,17 @@ impl CudaDevice {
             .map_err(|e| driver_err("alloc_zeros", e))
     }
 
+    /// A buffer whose contents are undefined, for outputs a kernel overwrites entirely (no
+    /// memset launch).
+    ///
+    /// # Safety
+    /// Nothing may read an element before a kernel has written it.
+    pub unsafe fn alloc_uninit<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc::<T>(n.max(1))
+            .map_err(|e| driver_err("alloc", e))
+    }
+
     /// Copies a host slice into a new device buffer (index lists, masks, block tables).
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         if host.is_empty() {
@@ -178,6 +234,44 @@ impl CudaDevice {
         self.stream
             .clone_htod(host)
             .map_err(|e| driver_err("memcpy htod", e))
+    }
+
+    /// A device copy of a read-only host list (index lists, positions, masks) shared by every
+    /// op of the current step that asks for the same contents. Callers must never write to it.
+    pub fn upload_cached<T>(&self, host: &[T]) -> Result<Arc<CudaSlice<T>>>
+    where
+        T: DeviceRepr + bytemuck::Pod + Send + Sync + 'static,
+    {
+        let key = (
+            std::any::TypeId::of::<T>(),
+            bytemuck::cast_slice::<T, u8>(host).to_vec(),
+        );
+        let mut c = self
+            .step_uploads
+            .lock()
+            .map_err(|_| Error::Other("step upload cache lock poisoned".into()))?;
+        if let Some(hit) = c.map.get(&key) {
+            if let Ok(s) = hit.clone().downcast::<CudaSlice<T>>() {
+                return Ok(s);
+            }
+        }
+        if c.bytes + key.1.len() > STEP_UPLOAD_LIMIT_BYTES {
+            c.map.clear();
+            c.bytes = 0;
+        }
+        let d = Arc::new(self.upload(host)?);
+        c.bytes += key.1.len();
+        c.map.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Starts a model step: the previous step's cached uploads are released (stream-ordered
+    /// frees, so kernels still queued keep them until they ran).
+    pub fn begin_step(&self) {
+        if let Ok(mut c) = self.step_uploads.lock() {
+            c.map.clear();
+            c.bytes = 0;
+        }
     }
 
     /// Copies a device buffer back to the host (synchronises the stream).

@@ -1,7 +1,8 @@
 //! On-device sampling (`kernels/sampling.cu`): per-row suppress → argmax, or temperature →
 //! top-k → top-p → multinomial; the RAS re-draw; and the per-sequence delay-pattern state
 //! machine held in [`DeviceSamplerState`], so an audio step needs no host round trip except the
-//! read-back of its column and text token. Not yet used by `generate.rs` (host sampling stays).
+//! read-back of its column and text token. `ops::sample::draw_audio` runs [`sample_audio_rows`]
+//! for the engine's audio steps; the delay state machine is exercised by the conformance tests.
 //! CPU twin: `sampling/processors.rs` and `Engine::sample_step` in `generate.rs`.
 //! spec: model.md §8.4–§8.6. May use: device, launch, storage.
 
@@ -199,6 +200,83 @@ pub fn sample_rows(
     launch(dev, Kernel::SamplingRowsF32, rows_cfg(n_rows), &p)
 }
 
+/// The RAS history of a batch of audio sequences: `[n_seqs, ring_len, n_codebooks]` columns
+/// (column `t` of a sequence at ring slot `t % ring_len`) and the columns pushed per sequence.
+#[derive(Debug)]
+pub struct RasHistory<'a> {
+    pub history: &'a CudaSlice<i32>,
+    pub hist_len: &'a CudaSlice<i32>,
+    pub ring_len: usize,
+    pub n_codebooks: usize,
+}
+
+/// Scratch and result buffers of [`sample_audio_rows`].
+#[derive(Debug)]
+pub struct AudioSampleOutputs<'a> {
+    pub scores: &'a mut CudaSlice<f32>,
+    pub sampled: &'a mut CudaSlice<i32>,
+    pub ras_hit: &'a mut CudaSlice<i32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Samples `[n_seqs, n_codebooks]` audio rows with RAS against `h` (one launch): the symbols
+/// after RAS land in `out.sampled`, the re-draw flags in `out.ras_hit`.
+pub fn sample_audio_rows(
+    dev: &CudaDevice,
+    logits: &CudaStorage,
+    params: &RowParamsBuffer,
+    uniforms: &CudaSlice<f32>,
+    suppress: Option<&CudaSlice<i32>>,
+    h: &RasHistory<'_>,
+    out: AudioSampleOutputs<'_>,
+    a: &SampleRowsArgs,
+) -> Result<()> {
+    let c = h.n_codebooks;
+    if c == 0 || !a.n_rows.is_multiple_of(c) || h.ring_len == 0 {
+        return Err(Error::Unsupported(format!(
+            "{OP}: {} rows are not whole columns of {c} codebooks (ring {})",
+            a.n_rows, h.ring_len
+        )));
+    }
+    if params.max_ras_win > h.ring_len {
+        return Err(Error::Unsupported(format!(
+            "{OP}: ras_win_len {} exceeds the history ring ({} columns)",
+            params.max_ras_win, h.ring_len
+        )));
+    }
+    let n_seqs = a.n_rows / c;
+    check::idx_len(OP, "history", h.history, n_seqs * h.ring_len * c)?;
+    check::idx_len(OP, "hist_len", h.hist_len, n_seqs)?;
+    check::idx_len(OP, "ras_hit", out.ras_hit, a.n_rows)?;
+    let so = SampleOutputs {
+        scores: out.scores,
+        sampled: out.sampled,
+    };
+    let (n_rows, cols) = check_rows(logits, params, uniforms, &so, a)?;
+    let n_suppress = check::fits_i32(OP, "suppress", suppress.map_or(0, |s| s.len()))?;
+    let p = SamplingRowsParams {
+        logits: logits.ptr(dev),
+        scores: ptr(dev, so.scores),
+        uniforms: ptr(dev, uniforms),
+        row_params: ptr(dev, &params.buf),
+        suppress: suppress.map_or(0, |s| ptr(dev, s)),
+        sampled: ptr(dev, so.sampled),
+        history: ptr(dev, h.history),
+        hist_len: ptr(dev, h.hist_len),
+        ras_hit: ptr(dev, out.ras_hit),
+        n_rows,
+        cols,
+        n_suppress,
+        ras: 1,
+        n_codebooks: check::fits_i32(OP, "n_codebooks", c)?,
+        ring_len: check::fits_i32(OP, "ring_len", h.ring_len)?,
+    };
+    // SAFETY (bounds, for launch.rs): check_rows sized logits/uniforms/scores/sampled for
+    // n_rows rows; history is n_seqs·ring_len·C, hist_len n_seqs, ras_hit n_rows (checked
+    // above) and every row's window ≤ ring_len.
+    launch(dev, Kernel::SamplingRowsF32, rows_cfg(n_rows), &p)
+}
+
 /// Token ids and sizes the delay-pattern state machine needs (spec §8.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DelayConfig {
@@ -350,38 +428,18 @@ impl DeviceSamplerState {
             n_rows: self.n_seqs * c,
             cols: self.cfg.codebook_rows,
         };
-        if params.max_ras_win > self.ring_len {
-            return Err(Error::Unsupported(format!(
-                "{OP}: ras_win_len {} exceeds the history ring ({} columns)",
-                params.max_ras_win, self.ring_len
-            )));
-        }
-        let out = SampleOutputs {
+        let h = RasHistory {
+            history: &self.history,
+            hist_len: &self.hist_len,
+            ring_len: self.ring_len,
+            n_codebooks: c,
+        };
+        let out = AudioSampleOutputs {
             scores: &mut self.scores,
             sampled: &mut self.sampled,
+            ras_hit: &mut self.ras_hit,
         };
-        let (n_rows, cols) = check_rows(logits, params, uniforms, &out, &a)?;
-        let n_suppress = check::fits_i32(OP, "suppress", suppress.map_or(0, |s| s.len()))?;
-        let p = SamplingRowsParams {
-            logits: logits.ptr(dev),
-            scores: ptr(dev, &self.scores),
-            uniforms: ptr(dev, uniforms),
-            row_params: ptr(dev, &params.buf),
-            suppress: suppress.map_or(0, |s| ptr(dev, s)),
-            sampled: ptr(dev, &self.sampled),
-            history: ptr(dev, &self.history),
-            hist_len: ptr(dev, &self.hist_len),
-            ras_hit: ptr(dev, &self.ras_hit),
-            n_rows,
-            cols,
-            n_suppress,
-            ras: 1,
-            n_codebooks: c as i32,
-            ring_len: check::fits_i32(OP, "ring_len", self.ring_len)?,
-        };
-        // SAFETY (bounds, for launch.rs): check_rows sized logits/uniforms/scores/sampled for
-        // n_seqs·C rows; history is n_seqs·ring_len·C and every window ≤ ring_len (checked above).
-        launch(dev, Kernel::SamplingRowsF32, rows_cfg(n_rows), &p)?;
+        sample_audio_rows(dev, logits, params, uniforms, suppress, &h, out, &a)?;
         self.delay_step(dev)
     }
 

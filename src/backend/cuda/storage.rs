@@ -54,6 +54,18 @@ impl CudaStorage {
         }
     }
 
+    /// A buffer of `n` elements with undefined contents (at least one element).
+    ///
+    /// # Safety
+    /// Every element must be written by a kernel before anything reads it.
+    pub unsafe fn uninit(dev: &CudaDevice, n: usize, dtype: DType) -> Result<Self> {
+        match dtype {
+            DType::F32 => Ok(CudaStorage::F32(dev.alloc_uninit::<f32>(n)?)),
+            DType::BF16 => Ok(CudaStorage::BF16(dev.alloc_uninit::<u16>(n)?)),
+            DType::F16 => Err(unsupported_f16()),
+        }
+    }
+
     /// Uploads host data, rounding to bf16 (nearest-even) when `dtype` is bf16.
     pub fn from_f32(dev: &CudaDevice, data: &[f32], dtype: DType) -> Result<Self> {
         match dtype {
