@@ -23,7 +23,7 @@ for line in sys.stdin:
         print(m["executable"])' "$1"
 }
 declare -A bins
-for t in conformance_cuda conformance_model_cuda conformance_codec_cuda conformance_sampling_cuda; do
+for t in conformance_cuda conformance_model_cuda conformance_codec_cuda conformance_sampling_cuda conformance_conv_gemm_cuda; do
     bins[$t]="$(test_bin "$t")"
     if [[ -z "${bins[$t]}" ]]; then
         echo "error: could not build the $t test binary; run" >&2

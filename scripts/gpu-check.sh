@@ -61,7 +61,7 @@ start=$(date +%s)
 HIGGS_FIXTURES="$PWD/fixtures/reference" timeout 60 ./conformance_model_cuda --test-threads=1 --nocapture >"$model_log" 2>&1
 model_rc=$?
 secs=$(( $(date +%s) - start ))
-grep -E "^test |f32 codes|bf16 |panicked|skipped|assert" "$model_log" | tail -n 40
+grep -E "^test |f32 codes|bf16 |panicked|skipped|assert|step graphs|sampled|warning" "$model_log" | tail -n 50
 while read -r name status; do
     rows+=("model/$name|$status|")
 done < <(grep -E "^test .* \.\.\. " "$model_log" | sed -E 's/^test ([^ ]+) \.\.\. ([a-zA-Z]+).*/\1 \2/')
@@ -71,7 +71,7 @@ fi
 rows+=("model conformance total|rc=$model_rc|${secs}s")
 
 # 1c. Codec kernels and on-device sampling (issue 6) vs their CPU twins.
-for t in conformance_codec_cuda conformance_sampling_cuda; do
+for t in conformance_codec_cuda conformance_sampling_cuda conformance_conv_gemm_cuda; do
     log="$logdir/$t.log"
     start=$(date +%s)
     HIGGS_FIXTURES="$PWD/fixtures/reference" HIGGS_CUDA_SYNC=1 timeout 60 "./$t" --test-threads=1 --nocapture >"$log" 2>&1
@@ -87,11 +87,11 @@ done
 # 2. End-to-end bench (real shapes, random weights). Fails gracefully if the flags differ.
 bench_log="$logdir/bench.log"
 start=$(date +%s)
-timeout 150 ./higgs bench --device cuda --shape real --dtype bf16 --batch 1,8,32,64,128 --first-audio >"$bench_log" 2>&1
+timeout 150 ./higgs bench --device cuda --shape real --dtype bf16 --batch 1,8,32,64,128 --first-audio --phases --ops --kernels >"$bench_log" 2>&1
 bench_rc=$?
 timeout 60 ./higgs bench --device cuda --codec --codec-seconds 10 >>"$bench_log" 2>&1 || bench_rc=$?
 secs=$(( $(date +%s) - start ))
-tail -n 40 "$bench_log"
+tail -n 80 "$bench_log"
 if [[ $bench_rc -ne 0 ]]; then
     reason="$(grep -m1 -iE "error|unexpected|unrecognized" "$bench_log" | cut -c1-80)"
     rows+=("higgs bench|FAILED rc=$bench_rc|${reason:-see log above}")

@@ -201,8 +201,24 @@ impl SeqHeads<'_> {
     }
 }
 
+/// Wall time per phase of `Engine::step`, accumulated while timing is on (each phase then ends
+/// with a device sync, so the split is exact and the total slightly slower).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub steps: u64,
+    /// Scheduling and batch building on the host.
+    pub schedule_s: f64,
+    /// The model forward (embeddings, layers, final norm).
+    pub forward_s: f64,
+    /// Heads, sampling and the read-back of the drawn symbols.
+    pub heads_s: f64,
+    /// Per-sequence bookkeeping (delay pattern, stops, events).
+    pub finish_s: f64,
+}
+
 pub struct Engine {
     pub model: Arc<Model>,
+    timing: Option<StepTimes>,
     kv: KvCache,
     mgr: KvCacheManager,
     seqs: Vec<SeqState>,
@@ -210,17 +226,52 @@ pub struct Engine {
     next_id: u64,
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Step graphs captured for this engine's KV cache must not outlive it.
+        self.model.forget_kv_cache(self.kv.id());
+    }
+}
+
 impl Engine {
     pub fn new(model: Arc<Model>, cfg: EngineConfig) -> Result<Self> {
         let kv = model.try_new_kv_cache(cfg.num_blocks, cfg.block_size)?;
         Ok(Engine {
             model,
+            timing: None,
             kv,
             mgr: KvCacheManager::new(cfg.num_blocks, cfg.block_size)?,
             seqs: Vec::new(),
             finished: Vec::new(),
             next_id: 0,
         })
+    }
+
+    /// Starts (or stops) per-phase timing of `step`; see [`StepTimes`].
+    pub fn set_timing(&mut self, on: bool) {
+        self.timing = on.then(StepTimes::default);
+    }
+
+    /// The phase times accumulated since timing was turned on.
+    pub fn step_times(&self) -> StepTimes {
+        self.timing.unwrap_or_default()
+    }
+
+    /// Ends a timed phase: waits for the device, adds the time since `*t` to `slot`.
+    fn lap(
+        &mut self,
+        t: &mut std::time::Instant,
+        slot: fn(&mut StepTimes) -> &mut f64,
+    ) -> Result<()> {
+        if self.timing.is_some() {
+            self.model.device().synchronize()?;
+            let now = std::time::Instant::now();
+            if let Some(st) = self.timing.as_mut() {
+                *slot(st) += (now - *t).as_secs_f64();
+            }
+            *t = now;
+        }
+        Ok(())
     }
 
     pub fn num_free_blocks(&self) -> usize {
@@ -378,6 +429,7 @@ impl Engine {
 
     /// One scheduler + model step over every active sequence. Returns the events per sequence.
     pub fn step(&mut self) -> Result<Vec<(SeqId, Event)>> {
+        let mut t = std::time::Instant::now();
         let mut events = Vec::new();
         // Reserve KV slots; a sequence that cannot get them waits (prefill) or fails (decode).
         let mut scheduled = Vec::new();
@@ -415,7 +467,9 @@ impl Engine {
                 out_rows: last_rows.clone(),
                 capture_layers: record_hidden,
             };
+            self.lap(&mut t, |s| &mut s.schedule_s)?;
             let fwd = self.model.forward(&inputs, &mut self.kv, &opts)?;
+            self.lap(&mut t, |s| &mut s.forward_s)?;
             // Only recorded runs read hidden states back (a sync and a copy otherwise wasted).
             let hidden = if record_hidden {
                 fwd.hidden.to_f32_vec()?
@@ -444,6 +498,7 @@ impl Engine {
                 }
             }
             let heads = self.run_heads(&scheduled, &fwd.hidden)?;
+            self.lap(&mut t, |s| &mut s.heads_s)?;
             for (k, &si) in scheduled.iter().enumerate() {
                 let s = &mut self.seqs[si];
                 let evs = Self::sample_step(&self.model.cfg, s, &heads.of(k))?;
@@ -452,6 +507,10 @@ impl Engine {
                 }
             }
         }
+        if let Some(st) = self.timing.as_mut() {
+            st.steps += 1;
+        }
+        self.lap(&mut t, |s| &mut s.finish_s)?;
         // Retire finished sequences; their blocks go back to the pool here, in one place.
         let mut i = 0;
         while i < self.seqs.len() {

@@ -563,6 +563,9 @@ fn attn_decode_every_variant() {
         (&[3000], 24, 8, 16, false),
         (&[700, 1, 2049], 24, 8, 16, true),
         (&[517], 16, 2, 7, false),
+        // GQA group 1 and 5: both kernel instances (group <= 4, <= 8) at odd lengths.
+        (&[33, 65, 8], 8, 8, 16, false),
+        (&[130, 9], 10, 2, 16, true),
     ];
     for &(ctx, n_heads, n_kv, block_size, skip) in cases {
         let max_ctx_len = ctx.iter().copied().max().unwrap_or(1);

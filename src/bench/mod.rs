@@ -49,6 +49,21 @@ pub struct BenchArgs {
     /// device.
     #[arg(long)]
     first_audio: bool,
+    /// CUDA step graphs for the decode measurement: on, off, or both (each batch twice).
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    graphs: String,
+    /// After each decode measurement, time the step's phases (schedule, forward, heads and
+    /// sampling, bookkeeping) with a device sync after each.
+    #[arg(long)]
+    phases: bool,
+    /// Time single ops at the model's shapes (GEMMs per weight, batch 1 and the largest batch):
+    /// achieved weight bandwidth.
+    #[arg(long)]
+    ops: bool,
+    /// GPU time per kernel of one decode step (graphs off, CUDA events around every launch),
+    /// at batch 1 and at the largest batch.
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// A config of the released family, scaled by layers/width.
@@ -237,7 +252,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let gen_params = || {
-        let mut p = GenerationParams::new(a.steps + 4, vec![]);
+        let mut p = GenerationParams::new(a.steps + 10, vec![]);
         p.sampling = SamplingParams {
             temperature: 0.0,
             top_k: None,
@@ -295,32 +310,187 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     engine.take_output(id);
 
+    let modes: &[bool] = match (device.is_cpu(), a.graphs.as_str()) {
+        (true, _) | (false, "off") => &[false],
+        (false, "on") => &[true],
+        _ => &[false, true],
+    };
     for &b in &a.batch {
-        let ids: Vec<_> = (0..b)
-            .map(|i| engine.add(&prompt(i + 1), gen_params()))
-            .collect::<Result<_, _>>()?;
-        engine.step()?; // prefill all (AUDIO_INIT)
-        engine.step()?; // first audio step (warm-up)
-        let t = Instant::now();
-        let mut n = 0;
-        while n < a.steps && engine.num_active() > 0 {
+        for &graphs in modes {
+            model.set_step_graphs(graphs);
+            let ids: Vec<_> = (0..b)
+                .map(|i| engine.add(&prompt(i + 1), gen_params()))
+                .collect::<Result<_, _>>()?;
+            engine.step()?; // prefill all (AUDIO_INIT)
+            engine.step()?; // first audio step (warm-up; captures this batch's graph)
             engine.step()?;
-            n += 1;
+            let (c0, r0) = model.step_graph_stats();
+            let t = Instant::now();
+            let mut n = 0;
+            while n < a.steps && engine.num_active() > 0 {
+                engine.step()?;
+                n += 1;
+            }
+            let s = t.elapsed().as_secs_f64();
+            let (c1, r1) = model.step_graph_stats();
+            let steps_s = n as f64 / s;
+            let how = if device.is_cpu() {
+                String::new()
+            } else if graphs {
+                format!(
+                    "   graphs on ({} of {n} steps replayed, {} captured)",
+                    r1 - r0,
+                    c1 - c0
+                )
+            } else {
+                "   graphs off".to_string()
+            };
+            println!("decode   batch {:>4}   {:>9.3} ms/step   {:>8.2} steps/s   {:>9.1} frames/s   RTF {:.3}{how}", b, 1e3 * s / n as f64, steps_s, steps_s * b as f64, steps_s * b as f64 / 25.0);
+            if a.phases && graphs == *modes.last().unwrap_or(&false) {
+                // A few more steps with a device sync after each phase.
+                engine.set_timing(true);
+                let mut k = 0;
+                while k < 4 && engine.num_active() > 0 {
+                    engine.step()?;
+                    k += 1;
+                }
+                let st = engine.step_times();
+                engine.set_timing(false);
+                let per = |x: f64| 1e3 * x / st.steps.max(1) as f64;
+                println!(
+                    "         phases (ms/step, synced): schedule {:.3}  forward {:.3}  heads+sampling {:.3}  bookkeeping {:.3}",
+                    per(st.schedule_s),
+                    per(st.forward_s),
+                    per(st.heads_s),
+                    per(st.finish_s)
+                );
+            }
+            while engine.num_active() > 0 {
+                engine.step()?;
+            }
+            for id in ids {
+                engine.take_output(id);
+            }
         }
-        let s = t.elapsed().as_secs_f64();
-        let steps_s = n as f64 / s;
-        println!("decode   batch {:>4}   {:>9.3} ms/step   {:>8.2} steps/s   {:>9.1} frames/s   RTF {:.3}", b, 1e3 * s / n as f64, steps_s, steps_s * b as f64, steps_s * b as f64 / 25.0);
-        while engine.num_active() > 0 {
+    }
+    model.set_step_graphs(true);
+    if a.ops {
+        op_profile(&model, &device, &a.batch)?;
+    }
+    if a.kernels {
+        let big = a.batch.iter().copied().max().unwrap_or(1);
+        for b in [1, big] {
+            let ids: Vec<_> = (0..b)
+                .map(|i| engine.add(&prompt(i + 700), gen_params()))
+                .collect::<Result<_, _>>()?;
             engine.step()?;
-        }
-        for id in ids {
-            engine.take_output(id);
+            engine.step()?;
+            engine.step()?;
+            model.set_step_graphs(false);
+            kernel_table(&mut engine, &device, b)?;
+            model.set_step_graphs(true);
+            while engine.num_active() > 0 {
+                engine.step()?;
+            }
+            for id in ids {
+                engine.take_output(id);
+            }
         }
     }
     if a.first_audio {
         first_audio(&mut engine, &prompt(999), gen_params, &device)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// GPU time per kernel name over two eager decode steps, printed per step.
+#[cfg(feature = "cuda")]
+fn kernel_table(engine: &mut Engine, device: &Device, b: usize) -> anyhow::Result<()> {
+    let Device::Cuda(dev) = device else {
+        return Ok(());
+    };
+    let steps = 2;
+    dev.start_kernel_timing();
+    let t = Instant::now();
+    for _ in 0..steps {
+        engine.step()?;
+    }
+    let rows = dev.take_kernel_timing()?;
+    let wall = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let total: f64 = rows.iter().map(|r| r.1).sum::<f64>() / steps as f64;
+    println!("kernels  batch {b}: {total:.3} ms of GPU time per step in {} kernel names ({wall:.3} ms wall, timed)", rows.len());
+    for (name, ms, n) in rows.iter().take(16) {
+        println!(
+            "  {:>8.1} us/step  {:>4} launches/step  {name}",
+            1e3 * ms / steps as f64,
+            n / steps
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn kernel_table(_: &mut Engine, _: &Device, _: usize) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// Per-op timing at the model's shapes: each GEMM of layer 0 and the heads, at batch 1 and
+/// at the largest batch, averaged over repeated calls (device synced once per op).
+fn op_profile(model: &Model, device: &Device, batches: &[usize]) -> anyhow::Result<()> {
+    use crate::ops;
+    let w = &model.w;
+    let l = &w.layers[0];
+    let h = model.cfg.hidden;
+    let mut gemms: Vec<(&str, &Tensor)> = vec![("q", &l.q), ("k", &l.k), ("o", &l.o)];
+    if let Some(a) = &l.audio {
+        gemms.extend([("audio gate", &a.ffn.gate), ("audio down", &a.ffn.down)]);
+    }
+    gemms.push(("audio head", &w.audio_head));
+    let big = batches.iter().copied().max().unwrap_or(1);
+    let reps = 50;
+    for n in [1, big] {
+        for (name, wt) in &gemms {
+            let k = wt.shape()[1];
+            let x = Tensor::from_f32_on(
+                vec![n, k],
+                &vec![0.01; n * k],
+                model.activation_dtype(),
+                device,
+            )?;
+            ops::matmul(&x, wt)?;
+            device.synchronize()?;
+            let t = Instant::now();
+            for _ in 0..reps {
+                ops::matmul(&x, wt)?;
+            }
+            device.synchronize()?;
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let bytes = wt.elem_count() * wt.dtype().size_bytes();
+            println!(
+                "op  matmul {name:<10} n {n:>4}  [{}x{}]  {:>8.1} us  {:>7.0} GB/s of weights",
+                wt.shape()[0],
+                wt.shape()[1],
+                1e6 * s,
+                bytes as f64 / s / 1e9
+            );
+        }
+        let x = Tensor::from_f32_on(
+            vec![n, h],
+            &vec![0.5; n * h],
+            model.activation_dtype(),
+            device,
+        )?;
+        let t = Instant::now();
+        for _ in 0..reps {
+            ops::rmsnorm(&x, &l.input_norm, 1e-5)?;
+        }
+        device.synchronize()?;
+        println!(
+            "op  rmsnorm           n {n:>4}  {:>8.1} us",
+            1e6 * t.elapsed().as_secs_f64() / reps as f64
+        );
+    }
+    Ok(())
 }
 
 /// Time from `add` to the first streamed samples of one request (engine otherwise idle).

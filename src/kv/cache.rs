@@ -12,9 +12,23 @@ pub struct KvCache {
     pub kv_dim: usize,
     pub k: Vec<Tensor>,
     pub v: Vec<Tensor>,
+    /// Unique per cache in this process: device step graphs bake the cache's buffers in and
+    /// are keyed by it.
+    id: u64,
+}
+
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl KvCache {
+    /// This cache's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Host f32 cache (the CPU backend's activation dtype).
     pub fn new(n_layers: usize, num_blocks: usize, block_size: usize, kv_dim: usize) -> Self {
         let slots = num_blocks * block_size;
@@ -28,6 +42,7 @@ impl KvCache {
             v: (0..n_layers)
                 .map(|_| Tensor::zeros_f32(vec![slots, kv_dim]))
                 .collect(),
+            id: next_id(),
         }
     }
 
@@ -53,6 +68,7 @@ impl KvCache {
             kv_dim,
             k: alloc()?,
             v: alloc()?,
+            id: next_id(),
         })
     }
 
@@ -65,6 +81,30 @@ impl KvCache {
     pub fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor, slots: &[i32]) -> Result<()> {
         match (self.k.get_mut(layer), self.v.get_mut(layer)) {
             (Some(kc), Some(vc)) => ops::kv_write_pair(kc, vc, k, v, slots),
+            _ => Err(crate::error::Error::Other(format!(
+                "KV cache has no layer {layer}"
+            ))),
+        }
+    }
+
+    /// RoPE on `q` and `k`, then K/V of every row written to `layer` at `slots` (−1 skips); one
+    /// kernel on CUDA (`ops::rope_kv_write`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_write(
+        &mut self,
+        layer: usize,
+        q: &mut Tensor,
+        k: &mut Tensor,
+        v: &Tensor,
+        heads: ops::RopeHeads,
+        positions: &[i32],
+        inv_freq: &[f32],
+        slots: &[i32],
+    ) -> Result<()> {
+        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
+            (Some(kc), Some(vc)) => {
+                ops::rope_kv_write(q, k, v, kc, vc, heads, positions, inv_freq, slots)
+            }
             _ => Err(crate::error::Error::Other(format!(
                 "KV cache has no layer {layer}"
             ))),

@@ -92,15 +92,21 @@ fn attention(
     let mut q = ops::matmul(n, &l.q)?;
     let mut k = ops::matmul(n, &l.k)?;
     let v = ops::matmul(n, &l.v)?;
-    ops::rope_inplace(&mut q, cfg.n_heads, cfg.head_dim, &rows.positions, inv_freq)?;
-    ops::rope_inplace(
+    let heads = ops::RopeHeads {
+        n_heads: cfg.n_heads,
+        n_kv_heads: cfg.n_kv_heads,
+        head_dim: cfg.head_dim,
+    };
+    kv.rope_write(
+        layer,
+        &mut q,
         &mut k,
-        cfg.n_kv_heads,
-        cfg.head_dim,
+        &v,
+        heads,
         &rows.positions,
         inv_freq,
+        &rows.slots,
     )?;
-    kv.write(layer, &k, &v, &rows.slots)?;
     let meta = AttnMeta {
         block_size: inputs.block_size,
         block_tables: &inputs.block_tables,
@@ -197,8 +203,7 @@ pub(crate) fn forward_layer(
         let rows = if all { &plan.all_rows } else { &plan.text_rows };
         let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
         let att = attention(cfg, l, layer, &n, rows, inputs, kv, inv_freq, true)?;
-        ops::add_inplace(&mut xt, &att)?;
-        let m = ops::rmsnorm(&xt, &l.post_norm, eps)?;
+        let m = ops::add_rmsnorm(&mut xt, &att, &l.post_norm, eps)?;
         let f = ffn(&l.ffn, &m)?;
         return if all {
             ops::add_inplace(x, &att)?;
@@ -226,7 +231,14 @@ pub(crate) fn forward_layer(
         inv_freq,
         false,
     )?;
-    ops::add_inplace(x, &att)?;
-    let m = routed_norm(x, &l.post_norm, post_audio, route, eps)?;
+    // One modality (the decode steady state): the residual add fused into the post norm.
+    let m = if route.audio.is_empty() {
+        ops::add_rmsnorm(x, &att, &l.post_norm, eps)?
+    } else if route.text.is_empty() {
+        ops::add_rmsnorm(x, &att, post_audio, eps)?
+    } else {
+        ops::add_inplace(x, &att)?;
+        routed_norm(x, &l.post_norm, post_audio, route, eps)?
+    };
     routed_ffn(x, &m, &l.ffn, ffn_audio, route)
 }

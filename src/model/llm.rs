@@ -17,6 +17,9 @@ pub struct Model {
     device: Device,
     /// f32 on the CPU; the weights' dtype on CUDA (f32 for conformance, bf16 for speed).
     act_dtype: DType,
+    /// Captured decode-step graphs (CUDA).
+    #[cfg(feature = "cuda")]
+    graphs: super::graph::StepGraphs,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -47,7 +50,42 @@ impl Model {
             inv_freq,
             device,
             act_dtype,
+            #[cfg(feature = "cuda")]
+            graphs: Default::default(),
         }
+    }
+
+    /// RoPE inverse frequencies `[head_dim / 2]`.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// Turns CUDA step graphs on or off (default on; `HIGGS_CUDA_GRAPHS=0` starts them off).
+    /// No effect on the CPU.
+    pub fn set_step_graphs(&self, on: bool) {
+        #[cfg(feature = "cuda")]
+        self.graphs.set_enabled(on);
+        #[cfg(not(feature = "cuda"))]
+        let _ = on;
+    }
+
+    /// (graphs captured, decode steps replayed through one) so far.
+    pub fn step_graph_stats(&self) -> (u64, u64) {
+        #[cfg(feature = "cuda")]
+        {
+            let s = self.graphs.stats();
+            (s.captures, s.replays)
+        }
+        #[cfg(not(feature = "cuda"))]
+        (0, 0)
+    }
+
+    /// Releases the step graphs bound to KV cache `kv_id` (the cache is being dropped).
+    pub fn forget_kv_cache(&self, kv_id: u64) {
+        #[cfg(feature = "cuda")]
+        self.graphs.forget_kv(kv_id);
+        #[cfg(not(feature = "cuda"))]
+        let _ = kv_id;
     }
 
     /// This model with every weight copied to `device` in `dtype`; on CUDA `dtype` is also the
@@ -108,12 +146,14 @@ impl Model {
                 }
             }
         }
-        let mut x = Tensor::zeros(vec![rows.len(), cfg.hidden], self.act_dtype, &self.device)?;
-        if !text_ids.is_empty() {
-            let t = ops::embed_text(&self.w.embed, &text_ids)?;
-            ops::scatter_add_rows(&mut x, &text_idx, &t)?;
-        }
-        if !audio_idx.is_empty() {
+        let text = if text_ids.is_empty() {
+            None
+        } else {
+            Some(ops::embed_text(&self.w.embed, &text_ids)?)
+        };
+        let audio = if audio_idx.is_empty() {
+            None
+        } else {
             let mut a = ops::embed_audio(
                 &self.w.audio_embed,
                 cfg.codebook_rows(),
@@ -124,13 +164,44 @@ impl Model {
             if let Some(p) = &self.w.audio_projector {
                 a = ops::matmul(&a, p)?;
             }
-            ops::scatter_add_rows(&mut x, &audio_idx, &a)?;
+            Some(a)
+        };
+        // One modality: its embeddings are the rows (0 + e), no zero fill, scatter or upload.
+        match (text, audio) {
+            (Some(t), None) => Ok(t),
+            (None, Some(a)) => Ok(a),
+            (text, audio) => {
+                let mut x =
+                    Tensor::zeros(vec![rows.len(), cfg.hidden], self.act_dtype, &self.device)?;
+                if let Some(t) = text {
+                    ops::scatter_add_rows(&mut x, &text_idx, &t)?;
+                }
+                if let Some(a) = audio {
+                    ops::scatter_add_rows(&mut x, &audio_idx, &a)?;
+                }
+                Ok(x)
+            }
         }
-        Ok(x)
     }
 
-    /// One forward step over a batch; K/V of every row are written into `kv`.
+    /// One forward step over a batch; K/V of every row are written into `kv`. On CUDA an
+    /// all-audio decode step replays a captured graph of [`Model::forward_eager`] (see
+    /// `model/graph.rs`); everything else runs eagerly.
     pub fn forward(
+        &self,
+        inputs: &BatchInputs,
+        kv: &mut KvCache,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
+        #[cfg(feature = "cuda")]
+        if let Some(out) = self.graphs.forward(self, inputs, kv, opts)? {
+            return Ok(out);
+        }
+        self.forward_eager(inputs, kv, opts)
+    }
+
+    /// [`Model::forward`], op by op.
+    pub fn forward_eager(
         &self,
         inputs: &BatchInputs,
         kv: &mut KvCache,
@@ -164,8 +235,18 @@ impl Model {
         if opts.capture_layers {
             layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
         }
-        let picked = ops::gather_rows(&x, &opts.out_rows)?;
-        let hidden = ops::rmsnorm(&picked, &self.w.norm, self.cfg.rms_eps)?;
+        let every_row = opts.out_rows.len() == n
+            && opts
+                .out_rows
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i);
+        let hidden = if every_row {
+            ops::rmsnorm(&x, &self.w.norm, self.cfg.rms_eps)?
+        } else {
+            let picked = ops::gather_rows(&x, &opts.out_rows)?;
+            ops::rmsnorm(&picked, &self.w.norm, self.cfg.rms_eps)?
+        };
         Ok(ForwardOutput { hidden, layers })
     }
 

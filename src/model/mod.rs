@@ -4,6 +4,8 @@
 //! May use: ops, tensor, config, weights, kv::cache.
 
 mod batch;
+#[cfg(feature = "cuda")]
+mod graph;
 mod layer;
 mod llm;
 mod weights;

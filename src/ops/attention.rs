@@ -54,7 +54,12 @@ const _: () = assert!(
         && DEVICE_ATTN_MAX_GROUP == crate::backend::cuda::attn_prefill::MAX_GROUP
 );
 
-fn check_slots(op: &'static str, cache: &Tensor, src: &Tensor, slots: &[i32]) -> Result<()> {
+pub(super) fn check_slots(
+    op: &'static str,
+    cache: &Tensor,
+    src: &Tensor,
+    slots: &[i32],
+) -> Result<()> {
     let (num_slots, kv_dim) = cache.dims2();
     let n = check_rank2(op, "src", src, kv_dim)?;
     check_len(op, "slots", slots.len(), n)?;
@@ -84,7 +89,7 @@ pub fn kv_write(cache: &mut Tensor, src: &Tensor, slots: &[i32]) -> Result<()> {
             }
             let (num_slots, kv_dim) = cache.dims2();
             // The scatter kernel skips rows whose index is negative, as -1 slots must be.
-            let d_slots = dev.upload_cached(slots)?;
+            let d_slots = dev.upload_cached("slots", slots)?;
             let s = on("kv_write", "src", &dev, src)?;
             let a = RowsArgs {
                 n_rows: slots.len(),
@@ -131,7 +136,7 @@ pub fn kv_write_pair(
                 return Ok(());
             }
             let (num_slots, kv_dim) = k_cache.dims2();
-            let d_slots = dev.upload_cached(slots)?;
+            let d_slots = dev.upload_cached("slots", slots)?;
             let (ks, vs) = (on("kv_write", "k", &dev, k)?, on("kv_write", "v", &dev, v)?);
             let a = KvWriteArgs {
                 n_tokens: slots.len(),
@@ -350,10 +355,10 @@ fn cuda_attention(
         num_blocks: num_slots / meta.block_size,
         scale: 1.0 / (head_dim as f32).sqrt(),
     };
-    let tables = dev.upload_cached(meta.block_tables)?;
-    let pos = dev.upload_cached(meta.query_pos)?;
+    let tables = dev.upload_cached("block_tables", meta.block_tables)?;
+    let pos = dev.upload_cached("positions", meta.query_pos)?;
     let skip = match mask {
-        Some(m) => Some(dev.upload_cached(m.skip)?),
+        Some(m) => Some(dev.upload_cached("key_skip", m.skip)?),
         None => None,
     };
     let out = on_mut(OP, "out", dev, &mut y)?;
@@ -381,7 +386,7 @@ fn cuda_attention(
             )?;
         }
         _ => {
-            let seq = super::cuda_arm::idx(dev, meta.query_seq)?;
+            let seq = super::cuda_arm::idx(dev, "query_seq", meta.query_seq)?;
             attn_prefill(
                 dev,
                 &qs.data,

@@ -23,7 +23,7 @@ pub fn embed_text(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
             if ids.is_empty() {
                 return Ok(y);
             }
-            let d_ids = idx(dev, ids)?;
+            let d_ids = idx(dev, "text_ids", ids)?;
             embed_text(
                 dev,
                 &t.data,
@@ -78,7 +78,7 @@ pub fn embed_audio(
             if n == 0 {
                 return Ok(y);
             }
-            let d_codes = idx(dev, codes)?;
+            let d_codes = idx(dev, "audio_codes", codes)?;
             let a = EmbedAudioArgs {
                 n_tokens: n,
                 hidden: h,

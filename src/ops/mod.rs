@@ -19,8 +19,8 @@ pub use attention::{
 };
 pub use embed::{embed_audio, embed_text};
 pub use matmul::matmul;
-pub use norm::{add_inplace, rmsnorm};
-pub use rope::rope_inplace;
+pub use norm::{add_inplace, add_rmsnorm, rmsnorm};
+pub use rope::{rope_inplace, rope_kv_write, RopeHeads};
 pub use routing::{copy, gather_rows, scatter_add_rows};
 pub use sample::{draw_audio, AudioDraw};
 
@@ -175,8 +175,8 @@ pub(crate) mod cuda_arm {
 
     /// Uploads a non-empty host index list as i32 (callers validated the values fit); shared
     /// by every op of the step that uploads the same list.
-    pub fn idx(dev: &CudaDevice, v: &[u32]) -> Result<Arc<CudaSlice<i32>>> {
+    pub fn idx(dev: &CudaDevice, role: &'static str, v: &[u32]) -> Result<Arc<CudaSlice<i32>>> {
         let v: &[i32] = bytemuck::cast_slice(v);
-        dev.upload_cached(v)
+        dev.upload_cached(role, v)
     }
 }

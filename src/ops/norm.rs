@@ -60,3 +60,42 @@ pub fn add_inplace(dst: &mut Tensor, src: &Tensor) -> Result<()> {
         }
     }
 }
+
+/// `x += r`, then `rmsnorm(x, w)`: the residual update and the next norm in one pass (one
+/// kernel on CUDA; on the CPU the two ops, which round identically).
+pub fn add_rmsnorm(x: &mut Tensor, r: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    check_shape("add_rmsnorm", "residual", r, x.shape())?;
+    let h = w.elem_count();
+    let n = check_rank2("add_rmsnorm", "x", x, h)?;
+    match x.device() {
+        crate::tensor::Device::Cpu => {
+            let _ = n;
+            add_inplace(x, r)?;
+            rmsnorm(x, w, eps)
+        }
+        #[cfg(feature = "cuda")]
+        crate::tensor::Device::Cuda(dev) => {
+            use super::cuda_arm::{on, on_mut, output_uninit};
+            use crate::backend::cuda::rmsnorm::{rmsnorm_residual_inplace, RmsNormArgs};
+            // SAFETY: the kernel writes all h columns of all n rows.
+            let mut y = unsafe { output_uninit(&dev, vec![n, h], x.dtype())? };
+            let (rs, ws) = (
+                on("add_rmsnorm", "residual", &dev, r)?,
+                on("add_rmsnorm", "w", &dev, w)?,
+            );
+            rmsnorm_residual_inplace(
+                &dev,
+                on_mut("add_rmsnorm", "x", &dev, x)?,
+                rs,
+                ws,
+                on_mut("add_rmsnorm", "out", &dev, &mut y)?,
+                &RmsNormArgs {
+                    rows: n,
+                    cols: h,
+                    eps,
+                },
+            )?;
+            Ok(y)
+        }
+    }
+}

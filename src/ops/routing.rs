@@ -24,7 +24,7 @@ pub fn gather_rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
             if idx.is_empty() {
                 return Ok(y);
             }
-            let d_idx = super::cuda_arm::idx(dev, idx)?;
+            let d_idx = super::cuda_arm::idx(dev, "rows", idx)?;
             let a = RowsArgs {
                 n_rows: idx.len(),
                 n_tokens: n,
@@ -65,7 +65,7 @@ pub fn scatter_add_rows(dst: &mut Tensor, idx: &[u32], src: &Tensor) -> Result<(
             if idx.is_empty() {
                 return Ok(());
             }
-            let d_idx = super::cuda_arm::idx(&dev, idx)?;
+            let d_idx = super::cuda_arm::idx(&dev, "rows", idx)?;
             let s = on("scatter_add_rows", "src", &dev, src)?;
             let a = RowsArgs {
                 n_rows: m,

@@ -79,6 +79,9 @@ pub fn choose_variant(s: &DecodeShape) -> DecodeVariant {
 pub struct DecodeWorkspace {
     partial_o: Option<CudaSlice<f32>>,
     partial_lse: Option<CudaSlice<f32>>,
+    /// Outgrown buffers are kept, not freed: a captured step graph may still point at them.
+    /// Growth is rare (the largest split-KV batch seen), so this stays small.
+    retired: Vec<CudaSlice<f32>>,
 }
 
 impl DecodeWorkspace {
@@ -86,16 +89,37 @@ impl DecodeWorkspace {
         Self::default()
     }
 
+    /// Room for `rows` partial rows of `head_dim` (before a graph capture, which must not
+    /// allocate here: the graph would own the buffer).
+    pub fn reserve(&mut self, dev: &CudaDevice, rows: usize, head_dim: usize) -> Result<()> {
+        self.ensure(dev, rows, head_dim).map(|_| ())
+    }
+
     fn ensure(&mut self, dev: &CudaDevice, rows: usize, head_dim: usize) -> Result<(u64, u64)> {
+        let short = self.partial_lse.as_ref().is_none_or(|s| s.len() < rows)
+            || self
+                .partial_o
+                .as_ref()
+                .is_none_or(|s| s.len() < rows * head_dim);
+        if short && dev.is_capturing() {
+            return Err(Error::Other(
+                "split-KV workspace must grow inside a graph capture (reserve it first)".into(),
+            ));
+        }
         if self.partial_lse.as_ref().is_none_or(|s| s.len() < rows) {
-            self.partial_lse = Some(dev.alloc_zeros::<f32>(rows)?);
+            if let Some(old) = self.partial_lse.replace(dev.alloc_zeros::<f32>(rows)?) {
+                self.retired.push(old);
+            }
         }
         if self
             .partial_o
             .as_ref()
             .is_none_or(|s| s.len() < rows * head_dim)
         {
-            self.partial_o = Some(dev.alloc_zeros::<f32>(rows * head_dim)?);
+            let new = dev.alloc_zeros::<f32>(rows * head_dim)?;
+            if let Some(old) = self.partial_o.replace(new) {
+                self.retired.push(old);
+            }
         }
         match (&self.partial_o, &self.partial_lse) {
             (Some(o), Some(l)) => Ok((ptr(dev, o), ptr(dev, l))),
@@ -151,7 +175,11 @@ pub fn attn_decode(
         (0, 0)
     };
     let dtype = q.dtype();
-    let kernel = by_dtype(OP, dtype, Kernel::AttnDecodeBf16, Kernel::AttnDecodeF32)?;
+    let kernel = if a.group() <= 4 {
+        by_dtype(OP, dtype, Kernel::AttnDecodeG4Bf16, Kernel::AttnDecodeG4F32)?
+    } else {
+        by_dtype(OP, dtype, Kernel::AttnDecodeBf16, Kernel::AttnDecodeF32)?
+    };
     let p = AttnDecodeParams {
         q: q.ptr(dev),
         k_cache: k_cache.ptr(dev),
@@ -175,9 +203,11 @@ pub fn attn_decode(
         num_slots: (a.num_blocks * a.block_size) as i32,
         _pad: 0,
     };
+    // 128 threads: 8 key groups x 16 lanes x 8 dims (kernels/attn_decode.cu); HEAD_DIM is
+    // 128 and the GQA group at most ATTN_MAX_GROUP (both checked by `a.validate`).
     let cfg = LaunchConfig {
         grid_dim: (p.n_seqs as u32, a.n_kv_heads as u32, n_splits as u32),
-        block_dim: (32, a.group(), 1),
+        block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
     launch(dev, kernel, cfg, &p)?;

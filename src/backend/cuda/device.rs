@@ -33,19 +33,30 @@ pub struct CudaDevice {
     decode_ws: std::sync::Mutex<super::attn_decode::DecodeWorkspace>,
     /// Read-only index lists of the current step, by content (see [`CudaDevice::upload_cached`]).
     step_uploads: std::sync::Mutex<StepUploads>,
+    capturing: std::sync::atomic::AtomicBool,
+    /// Per-launch GPU time, while [`CudaDevice::start_kernel_timing`] is on.
+    timing_on: std::sync::atomic::AtomicBool,
+    timing: std::sync::Mutex<Vec<(String, cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>>,
+    /// cuBLAS's workspace, set once so GEMMs never allocate (required inside graph capture).
+    _blas_workspace: Option<CudaSlice<u8>>,
 }
 
+type AnyBuf = Arc<dyn std::any::Any + Send + Sync>;
+
 /// Every layer of a step reads the same positions, slots, block tables and row lists; each is
-/// uploaded once per step instead of once per op. Keyed by dtype and bytes, so a hit is always
-/// the same data; cleared by [`CudaDevice::begin_step`] (and when it grows past a bound).
+/// uploaded once per step instead of once per op. Keyed by role, dtype and bytes, so a hit is
+/// always the same data; cleared by [`CudaDevice::begin_step`] (and when it grows past a
+/// bound). While a step graph is captured, `staged` replaces it: one persistent buffer per
+/// role, which the graph bakes in and the host rewrites before each replay.
 #[derive(Default)]
 struct StepUploads {
-    map: std::collections::HashMap<
-        (std::any::TypeId, Vec<u8>),
-        Arc<dyn std::any::Any + Send + Sync>,
-    >,
+    map: std::collections::HashMap<(&'static str, std::any::TypeId, Vec<u8>), AnyBuf>,
     bytes: usize,
+    staged: Option<std::collections::HashMap<&'static str, (Vec<u8>, AnyBuf)>>,
 }
+
+/// cuBLAS workspace (what PyTorch gives Hopper: 32 MiB).
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A bound on what one step may keep cached (a decode step at batch 128 keeps ~100 KB).
 const STEP_UPLOAD_LIMIT_BYTES: usize = 64 << 20;
@@ -150,6 +161,31 @@ impl CudaDevice {
         } else {
             None
         };
+        let blas_workspace = match &blas {
+            Some(b) => {
+                let ws = stream
+                    .alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)
+                    .map_err(|e| driver_err("cuBLAS workspace", e))?;
+                let p = {
+                    let (p, _g) = cudarc::driver::DevicePtr::device_ptr(&ws, &stream);
+                    p
+                };
+                // SAFETY: the handle is live; the workspace is owned by the same device struct
+                // as the handle and declared after it, so it is freed after the handle, and
+                // it is only used on this stream.
+                unsafe {
+                    cudarc::cublas::sys::cublasSetWorkspace_v2(
+                        *b.handle(),
+                        p as *mut std::ffi::c_void,
+                        BLAS_WORKSPACE_BYTES,
+                    )
+                }
+                .result()
+                .map_err(|e| driver_err("cublasSetWorkspace", format!("{e:?}")))?;
+                Some(ws)
+            }
+            None => None,
+        };
         let sync_each_launch =
             cfg!(debug_assertions) || std::env::var("HIGGS_CUDA_SYNC").is_ok_and(|v| v == "1");
         Ok(CudaDevice {
@@ -161,6 +197,10 @@ impl CudaDevice {
             sync_each_launch,
             decode_ws: Default::default(),
             step_uploads: Default::default(),
+            capturing: Default::default(),
+            timing_on: Default::default(),
+            timing: Default::default(),
+            _blas_workspace: blas_workspace,
         })
     }
 
@@ -238,29 +278,44 @@ impl CudaDevice {
 
     /// A device copy of a read-only host list (index lists, positions, masks) shared by every
     /// op of the current step that asks for the same contents. Callers must never write to it.
-    pub fn upload_cached<T>(&self, host: &[T]) -> Result<Arc<CudaSlice<T>>>
+    /// `role` names what the list is ("positions", "slots", ...): a captured step graph binds
+    /// one buffer per role.
+    pub fn upload_cached<T>(&self, role: &'static str, host: &[T]) -> Result<Arc<CudaSlice<T>>>
     where
         T: DeviceRepr + bytemuck::Pod + Send + Sync + 'static,
     {
-        let key = (
-            std::any::TypeId::of::<T>(),
-            bytemuck::cast_slice::<T, u8>(host).to_vec(),
-        );
+        let bytes = bytemuck::cast_slice::<T, u8>(host);
         let mut c = self
             .step_uploads
             .lock()
             .map_err(|_| Error::Other("step upload cache lock poisoned".into()))?;
+        if let Some(staged) = &c.staged {
+            // Capturing: only staged roles with exactly the staged contents may be read.
+            return match staged.get(role) {
+                Some((b, buf)) if b.as_slice() == bytes => buf
+                    .clone()
+                    .downcast::<CudaSlice<T>>()
+                    .map_err(|_| Error::Other(format!("step graph: role {role} has another type"))),
+                Some(_) => Err(Error::Other(format!(
+                    "step graph: role {role} asked with other contents than staged"
+                ))),
+                None => Err(Error::Other(format!(
+                    "step graph: role {role} was not staged"
+                ))),
+            };
+        }
+        let key = (role, std::any::TypeId::of::<T>(), bytes.to_vec());
         if let Some(hit) = c.map.get(&key) {
             if let Ok(s) = hit.clone().downcast::<CudaSlice<T>>() {
                 return Ok(s);
             }
         }
-        if c.bytes + key.1.len() > STEP_UPLOAD_LIMIT_BYTES {
+        if c.bytes + key.2.len() > STEP_UPLOAD_LIMIT_BYTES {
             c.map.clear();
             c.bytes = 0;
         }
         let d = Arc::new(self.upload(host)?);
-        c.bytes += key.1.len();
+        c.bytes += key.2.len();
         c.map.insert(key, d.clone());
         Ok(d)
     }
@@ -272,6 +327,112 @@ impl CudaDevice {
             c.map.clear();
             c.bytes = 0;
         }
+    }
+
+    /// Captures everything `f` queues on the stream into a graph instead of running it.
+    /// `staged` (role -> (contents, buffer)) answers every `upload_cached` inside; nothing else
+    /// may be uploaded, synchronised or read back. Any error ends the capture and is returned.
+    pub fn capture_graph<R>(
+        &self,
+        staged: std::collections::HashMap<&'static str, (Vec<u8>, AnyBuf)>,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<(cudarc::driver::CudaGraph, R)> {
+        use cudarc::driver::sys;
+        {
+            let mut c = self
+                .step_uploads
+                .lock()
+                .map_err(|_| Error::Other("step upload cache lock poisoned".into()))?;
+            c.staged = Some(staged);
+        }
+        self.capturing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let begun = self
+            .stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| driver_err("begin graph capture", e));
+        let body = begun.and_then(|_| f());
+        // Always end the capture, even after an error, so the stream works again.
+        let ended = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(|e| driver_err("end graph capture", e));
+        self.capturing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut c) = self.step_uploads.lock() {
+            c.staged = None;
+        }
+        let r = body?;
+        match ended? {
+            Some(g) => Ok((g, r)),
+            None => Err(Error::Other("graph capture recorded nothing".into())),
+        }
+    }
+
+    /// Starts timing every kernel launch and GEMM with a pair of CUDA events (costs a little
+    /// per launch; for profiling only, never inside a graph capture).
+    pub fn start_kernel_timing(&self) {
+        if let Ok(mut t) = self.timing.lock() {
+            t.clear();
+        }
+        self.timing_on
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops timing; returns (name, total ms, launches) per kernel name, largest total first.
+    pub fn take_kernel_timing(&self) -> Result<Vec<(String, f64, usize)>> {
+        self.timing_on
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.synchronize()?;
+        let pairs = std::mem::take(
+            &mut *self
+                .timing
+                .lock()
+                .map_err(|_| Error::Other("timing lock poisoned".into()))?,
+        );
+        let mut by: std::collections::HashMap<String, (f64, usize)> = Default::default();
+        for (name, a, b) in pairs {
+            let ms = a
+                .elapsed_ms(&b)
+                .map_err(|e| driver_err("event elapsed", e))? as f64;
+            let e = by.entry(name).or_default();
+            e.0 += ms;
+            e.1 += 1;
+        }
+        let mut v: Vec<_> = by.into_iter().map(|(k, (ms, n))| (k, ms, n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v)
+    }
+
+    /// Wraps one launch in timing events when timing is on.
+    pub(crate) fn timed<R>(
+        &self,
+        name: impl FnOnce() -> String,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        if !self.timing_on.load(std::sync::atomic::Ordering::Relaxed) || self.is_capturing() {
+            return f();
+        }
+        let ev = || {
+            self.ctx
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| driver_err("event", e))
+        };
+        let (a, b) = (ev()?, ev()?);
+        a.record(&self.stream)
+            .map_err(|e| driver_err("event record", e))?;
+        let r = f()?;
+        b.record(&self.stream)
+            .map_err(|e| driver_err("event record", e))?;
+        if let Ok(mut t) = self.timing.lock() {
+            t.push((name(), a, b));
+        }
+        Ok(r)
+    }
+
+    /// True while a graph is being captured (no host syncs then).
+    pub fn is_capturing(&self) -> bool {
+        self.capturing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Copies a device buffer back to the host (synchronises the stream).

@@ -63,11 +63,18 @@ pub(crate) fn launch<P: DeviceRepr>(
     // and HIGGS_PARAMS_SIZE). Every pointer in `params` comes from a live CudaSlice borrowed for
     // the duration of the caller, allocated on this device's single stream, so stream order
     // keeps it alive until the kernel has run; the caller bounds-checked every index range.
-    unsafe { builder.launch(cfg) }.map_err(|e| Error::Kernel {
-        kernel: kernel.name().into(),
-        reason: format!("launch failed: {e}"),
-    })?;
-    if dev.sync_each_launch() {
+    dev.timed(
+        || kernel.name().to_string(),
+        || {
+            unsafe { builder.launch(cfg) }
+                .map(|_| ())
+                .map_err(|e| Error::Kernel {
+                    kernel: kernel.name().into(),
+                    reason: format!("launch failed: {e}"),
+                })
+        },
+    )?;
+    if dev.sync_each_launch() && !dev.is_capturing() {
         dev.stream().synchronize().map_err(|e| Error::Kernel {
             kernel: kernel.name().into(),
             reason: format!("fault while running: {e}"),
@@ -131,34 +138,51 @@ pub(crate) fn gemm(dev: &CudaDevice, g: &GemmCall) -> Result<()> {
     // caller (gemm.rs) checked x holds n·k, w holds out·k and y holds n·out elements of `ty`;
     // alpha/beta are host f32 scalars, matching CUBLAS_COMPUTE_32F and the default host
     // pointer mode.
-    unsafe {
-        cudarc::cublas::result::gemm_ex(
-            *blas.handle(),
-            cublas_sys::cublasOperation_t::CUBLAS_OP_T,
-            cublas_sys::cublasOperation_t::CUBLAS_OP_N,
-            m_,
-            n_,
-            k_,
-            (&alpha) as *const f32 as *const _,
-            w as *const _,
-            data,
-            k_,
-            x as *const _,
-            data,
-            k_,
-            (&beta) as *const f32 as *const _,
-            y as *mut _,
-            data,
-            m_,
-            cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .map_err(|e| Error::Kernel {
-        kernel: NAME.into(),
-        reason: format!("{e:?} (n {n}, k {k}, out {out})"),
-    })?;
-    if dev.sync_each_launch() {
+    dev.timed(
+        || {
+            format!(
+                "gemm {}x{}x{} {:?}",
+                out,
+                k,
+                if n == 1 {
+                    "1"
+                } else if n <= 16 {
+                    "<=16"
+                } else {
+                    "n"
+                },
+                ty
+            )
+        },
+        || unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *blas.handle(),
+                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
+                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
+                m_,
+                n_,
+                k_,
+                (&alpha) as *const f32 as *const _,
+                w as *const _,
+                data,
+                k_,
+                x as *const _,
+                data,
+                k_,
+                (&beta) as *const f32 as *const _,
+                y as *mut _,
+                data,
+                m_,
+                cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .map_err(|e| Error::Kernel {
+                kernel: NAME.into(),
+                reason: format!("{e:?} (n {n}, k {k}, out {out})"),
+            })
+        },
+    )?;
+    if dev.sync_each_launch() && !dev.is_capturing() {
         dev.stream().synchronize().map_err(|e| Error::Kernel {
             kernel: NAME.into(),
             reason: format!("fault while running: {e}"),

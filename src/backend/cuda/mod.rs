@@ -8,6 +8,7 @@ pub mod act;
 pub mod attn_decode;
 pub mod attn_prefill;
 pub mod conv1d;
+pub mod conv_gemm;
 pub mod device;
 pub mod dual_ffn;
 pub mod elementwise;

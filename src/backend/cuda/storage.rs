@@ -66,6 +66,35 @@ impl CudaStorage {
         }
     }
 
+    /// Copies all of `src` into the front of `self` (same dtype; stream-ordered, capturable).
+    pub fn copy_from(&mut self, dev: &CudaDevice, src: &CudaStorage) -> Result<()> {
+        let expected = format!("{} at most {} elements", self.dtype().name(), self.len());
+        let err = |what: String| Error::Shape {
+            op: "cuda::copy_from",
+            arg: "src",
+            expected: expected.clone(),
+            got: what,
+        };
+        if src.len() > self.len() {
+            return Err(err(format!("{} elements", src.len())));
+        }
+        let r = match (self, src) {
+            (CudaStorage::F32(d), CudaStorage::F32(s)) => {
+                let n = s.len();
+                dev.stream().memcpy_dtod(s, &mut d.slice_mut(..n))
+            }
+            (CudaStorage::BF16(d), CudaStorage::BF16(s)) => {
+                let n = s.len();
+                dev.stream().memcpy_dtod(s, &mut d.slice_mut(..n))
+            }
+            (_, s) => return Err(err(s.dtype().name().to_string())),
+        };
+        r.map_err(|e| Error::Kernel {
+            kernel: "memcpy dtod".into(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Uploads host data, rounding to bf16 (nearest-even) when `dtype` is bf16.
     pub fn from_f32(dev: &CudaDevice, data: &[f32], dtype: DType) -> Result<Self> {
         match dtype {
