@@ -43,6 +43,7 @@ for part in llm codec; do
     rm -rf "$dest/fixtures/reference/$part"
     cp -r "tests/fixtures/reference/$part" "$dest/fixtures/reference/$part"
 done
+cp tests/fixtures/toy-tokenizer.json "$dest/fixtures/toy-tokenizer.json"
 cp target/release/higgs "$dest/higgs"
 cp scripts/gpu-check.sh "$dest/gpu-check.sh"
 [[ -f target/kernel-resources.txt ]] && cp target/kernel-resources.txt "$dest/"

@@ -84,6 +84,26 @@ for t in conformance_codec_cuda conformance_sampling_cuda conformance_conv_gemm_
     rows+=("$t total|rc=$rc|${secs}s")
 done
 
+# 1d. The TTS command end to end on the GPU (model f32 + codec decode on CUDA) against the same
+#     command on the CPU: greedy, fixture weights; the WAVs must agree to 16-bit rounding.
+tts_log="$logdir/tts.log"
+tts_args=(tts --model fixtures/reference/llm --audio-tokenizer fixtures/reference/codec
+    --tokenizer fixtures/toy-tokenizer.json --text "The GPU speaks as the CPU does." --seed 1
+    --temperature 0 --force-audio --max-new-tokens 120)
+start=$(date +%s)
+{ timeout 60 ./higgs "${tts_args[@]}" --device cuda --dtype f32 -o "$logdir/tts_cuda.wav" &&
+  timeout 60 ./higgs "${tts_args[@]}" --device cpu -o "$logdir/tts_cpu.wav" &&
+  python3 - "$logdir/tts_cuda.wav" "$logdir/tts_cpu.wav" <<'PY'
+import sys, wave, numpy as np
+a, b = (np.frombuffer(wave.open(p).readframes(1 << 30), dtype=np.int16).astype(np.int32) for p in sys.argv[1:3])
+print(f"tts wav: cuda {a.size} samples, cpu {b.size} samples, max |diff| {np.abs(a - b).max() if a.size == b.size and a.size else 'n/a'}")
+sys.exit(0 if a.size == b.size and a.size > 0 and np.abs(a - b).max() <= 2 else 1)
+PY
+} >"$tts_log" 2>&1
+tts_rc=$?
+grep -E "tts wav|error|loaded" "$tts_log" | tail -n 4
+rows+=("tts cuda vs cpu (f32, greedy)|rc=$tts_rc|$(( $(date +%s) - start ))s")
+
 # 2. End-to-end bench (real shapes, random weights). Fails gracefully if the flags differ.
 bench_log="$logdir/bench.log"
 start=$(date +%s)
@@ -106,4 +126,4 @@ for r in "${rows[@]}"; do
     IFS='|' read -r a b c <<<"$r"
     printf '%-52s %-14s %s\n' "$a" "$b" "$c"
 done
-[[ $conf_rc -eq 0 && $model_rc -eq 0 ]]
+[[ $conf_rc -eq 0 && $model_rc -eq 0 && $tts_rc -eq 0 ]]

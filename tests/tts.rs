@@ -203,6 +203,11 @@ fn cli_errors_are_clear() {
         err
     };
     assert!(run(&["--text", "   ", "-o", "/dev/null"]).contains("empty"));
+    // A CUDA run where there is none (no cuda feature, or no device): a clear error, no panic.
+    if higgs_engine::tensor::Device::cuda(0).is_err() {
+        let e = run(&["--text", "Hello.", "--device", "cuda", "-o", "/dev/null"]);
+        assert!(e.contains("CUDA"), "{e}");
+    }
     let voices = dir.join("voices");
     std::fs::create_dir_all(&voices).unwrap();
     let e = run(&[

@@ -12,6 +12,7 @@ use crate::prompt::{
     DEFAULT_SCENE,
 };
 use crate::sampling::processors::SamplingParams;
+use crate::tensor::{DType, Device};
 use crate::tokenizer::TextTokenizer;
 use crate::tts::{Tts, TtsOptions};
 use crate::weights::hub::resolve_model;
@@ -97,6 +98,13 @@ pub struct TtsArgs {
     /// KV cache size in tokens.
     #[arg(long, default_value_t = 8192)]
     max_context: usize,
+    /// Where the model and the codec's decoder run: cpu, or cuda (GPU 0; a build with
+    /// `--features cuda`). Voice-clip encoding stays on the host.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    device: String,
+    /// Weight and activation dtype on CUDA (the CPU computes in f32 with the stored weights).
+    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
+    dtype: String,
 }
 
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
@@ -172,12 +180,29 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let cfg = ModelConfig::load(&model_dir)?;
     let ck = Checkpoint::open(&model_dir)?;
-    let w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
+    let device = match a.device.as_str() {
+        "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
+        _ => Device::Cpu,
+    };
+    let dtype = if a.dtype == "f32" {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
     drop(ck);
-    let codec = AudioTokenizer::load(&codec_dir)?;
+    if !device.is_cpu() {
+        w = w.to_device(&device, dtype)?;
+    }
+    let codec = AudioTokenizer::load(&codec_dir)?.to_device(&device)?;
     eprintln!(
-        "loaded model and codec in {:.1} s",
-        t0.elapsed().as_secs_f64()
+        "loaded model and codec in {:.1} s ({})",
+        t0.elapsed().as_secs_f64(),
+        if device.is_cpu() {
+            "cpu".to_string()
+        } else {
+            format!("{}, {}", device.name(), dtype.name())
+        }
     );
     let block_size = 16;
     let mut engine = Engine::new(
