@@ -30,10 +30,6 @@ pub fn matmul_wt(
     check::len(OP, "y", y, a.n * a.out)?;
     check::dtype(OP, "w", w, x.dtype())?;
     check::dtype(OP, "y", y, x.dtype())?;
-    // Decode-sized bf16 products: the skinny kernel streams W faster than cuBLAS there.
-    if super::gemv::gemv_fits(x.dtype(), a) {
-        return super::gemv::gemv(dev, x, w, y, a);
-    }
     let ty = match x.dtype() {
         DType::BF16 => GemmType::Bf16,
         DType::F32 => GemmType::F32,

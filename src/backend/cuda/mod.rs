@@ -14,7 +14,6 @@ pub mod dual_ffn;
 pub mod elementwise;
 pub mod embed;
 pub mod gemm;
-pub mod gemv;
 pub mod kv_cache;
 mod launch;
 pub mod rmsnorm;
