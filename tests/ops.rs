@@ -1138,3 +1138,199 @@ fn errors_not_panics_attention_and_matmul_edge_cases() {
     }));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// fused ops (one kernel on CUDA; on the CPU they must equal their parts)
+
+#[test]
+fn add_rmsnorm_equals_add_then_rmsnorm() {
+    let mut rng = rng("add_rmsnorm_equals_add_then_rmsnorm");
+    for &(rows, cols) in &[(1, 1), (3, 33), (1, 3072), (9, 1025)] {
+        let (x, r) = (
+            rand_vec(&mut rng, rows * cols, 2.0),
+            rand_vec(&mut rng, rows * cols, 2.0),
+        );
+        let w: Vec<f32> = (0..cols).map(|_| rng.gen_range(0.5f32..1.5)).collect();
+        for dtype in [DType::F32, DType::BF16] {
+            let case = format!("add_rmsnorm/{}/{rows}x{cols}", dtype.name());
+            let wt = weight(vec![cols], &w, dtype);
+            let mut xt = Tensor::from_f32(vec![rows, cols], x.clone()).unwrap();
+            let rt = Tensor::from_f32(vec![rows, cols], r.clone()).unwrap();
+            let got = ops::add_rmsnorm(&mut xt, &rt, &wt, 1e-5).unwrap();
+            let sum: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a + b).collect();
+            assert_eq!(xt.to_f32_vec().unwrap(), sum, "{case}: residual stream");
+            check(
+                &case,
+                &got.to_f32_vec().unwrap(),
+                &naive_rmsnorm(&sum, cols, &widened(&wt), 1e-5),
+                TOL_F32,
+            );
+        }
+    }
+    let mut x = f32t(&[2, 8]);
+    expect_err("add_rmsnorm residual shape", || {
+        ops::add_rmsnorm(&mut x, &f32t(&[2, 7]), &f32t(&[8]), 1e-5)
+    });
+    expect_err("add_rmsnorm weight width", || {
+        ops::add_rmsnorm(&mut x, &f32t(&[2, 8]), &f32t(&[7]), 1e-5)
+    });
+}
+
+#[test]
+fn rope_kv_write_equals_rope_then_kv_write() {
+    let mut rng = rng("rope_kv_write_equals_rope_then_kv_write");
+    let inv_freq = ModelConfig::released().rope_inv_freq();
+    let (n_heads, n_kv, hd) = (6, 2, 128);
+    for &(n, num_slots) in &[(1usize, 4usize), (5, 16), (17, 40)] {
+        let positions: Vec<i32> = (0..n).map(|_| rng.gen_range(0..9000)).collect();
+        let mut free: Vec<i32> = (0..num_slots as i32).collect();
+        free.shuffle(&mut rng);
+        let slots: Vec<i32> = (0..n)
+            .map(|i| if i % 4 == 3 { -1 } else { free[i] })
+            .collect();
+        let q = rand_vec(&mut rng, n * n_heads * hd, 1.0);
+        let k = rand_vec(&mut rng, n * n_kv * hd, 1.0);
+        let v = rand_vec(&mut rng, n * n_kv * hd, 1.0);
+        let canary = -777.0f32;
+        let kv_dim = n_kv * hd;
+        let cache =
+            || Tensor::from_f32(vec![num_slots, kv_dim], vec![canary; num_slots * kv_dim]).unwrap();
+        let (mut kc, mut vc) = (cache(), cache());
+        let mut qt = Tensor::from_f32(vec![n, n_heads * hd], q.clone()).unwrap();
+        let mut kt = Tensor::from_f32(vec![n, kv_dim], k.clone()).unwrap();
+        let vt = Tensor::from_f32(vec![n, kv_dim], v.clone()).unwrap();
+        let heads = ops::RopeHeads {
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim: hd,
+        };
+        ops::rope_kv_write(
+            &mut qt, &mut kt, &vt, &mut kc, &mut vc, heads, &positions, &inv_freq, &slots,
+        )
+        .unwrap();
+        let case = format!("rope_kv_write/n{n}");
+        let want_q = naive_rope(&q, n_heads, hd, &positions, &inv_freq);
+        let want_k = naive_rope(&k, n_kv, hd, &positions, &inv_freq);
+        check(
+            &format!("{case} q"),
+            &qt.to_f32_vec().unwrap(),
+            &want_q,
+            TOL_F32,
+        );
+        let (mut wk, mut wv) = (
+            vec![canary; num_slots * kv_dim],
+            vec![canary; num_slots * kv_dim],
+        );
+        for (t, &s) in slots.iter().enumerate() {
+            if s >= 0 {
+                let d = s as usize * kv_dim;
+                wk[d..d + kv_dim].copy_from_slice(&want_k[t * kv_dim..(t + 1) * kv_dim]);
+                wv[d..d + kv_dim].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+        }
+        check(
+            &format!("{case} k cache"),
+            &kc.to_f32_vec().unwrap(),
+            &wk,
+            TOL_F32,
+        );
+        assert_eq!(vc.to_f32_vec().unwrap(), wv, "{case} v cache");
+    }
+    let heads = ops::RopeHeads {
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 8,
+    };
+    let (mut q, mut k) = (f32t(&[3, 16]), f32t(&[3, 8]));
+    let (mut kc, mut vc) = (f32t(&[4, 8]), f32t(&[4, 8]));
+    let freq = vec![1.0f32; 4];
+    expect_err("rope_kv_write slot out of range", || {
+        ops::rope_kv_write(
+            &mut q,
+            &mut k,
+            &f32t(&[3, 8]),
+            &mut kc,
+            &mut vc,
+            heads,
+            &[0, 1, 2],
+            &freq,
+            &[0, 1, 9],
+        )
+    });
+    expect_err("rope_kv_write v rows", || {
+        ops::rope_kv_write(
+            &mut q,
+            &mut k,
+            &f32t(&[2, 8]),
+            &mut kc,
+            &mut vc,
+            heads,
+            &[0, 1, 2],
+            &freq,
+            &[0, 1, 2],
+        )
+    });
+    expect_err("rope_kv_write positions", || {
+        ops::rope_kv_write(
+            &mut q,
+            &mut k,
+            &f32t(&[3, 8]),
+            &mut kc,
+            &mut vc,
+            heads,
+            &[0, 1],
+            &freq,
+            &[0, 1, 2],
+        )
+    });
+}
+
+/// On the CPU `draw_audio` leaves sampling to the host (None); bad shapes are errors on any
+/// device.
+#[test]
+fn draw_audio_leaves_cpu_logits_to_the_host_and_checks_shapes() {
+    use higgs_engine::sampling::processors::SamplingParams;
+    let hist = vec![vec![1u32; 8]; 3];
+    let row = ops::AudioDraw {
+        sampling: SamplingParams {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+        },
+        ras_win_len: 7,
+        ras_max_repeat: 2,
+        seed: 1,
+        step: 4,
+        history: &hist,
+    };
+    let z = f32t(&[2, 8 * 10]);
+    assert_eq!(
+        ops::draw_audio(&z, 8, &[row.clone(), row.clone()], &[]).unwrap(),
+        None
+    );
+    expect_err("draw_audio rows", || {
+        ops::draw_audio(&z, 8, std::slice::from_ref(&row), &[])
+    });
+    expect_err("draw_audio codebooks", || {
+        ops::draw_audio(&f32t(&[2, 81]), 8, &[row.clone(), row.clone()], &[])
+    });
+    let short = vec![vec![1u32; 7]];
+    let bad = ops::AudioDraw {
+        history: &short,
+        ..row.clone()
+    };
+    expect_err("draw_audio history column", || {
+        ops::draw_audio(&z, 8, &[bad.clone(), bad.clone()], &[])
+    });
+    let neg = ops::AudioDraw {
+        sampling: SamplingParams {
+            temperature: -1.0,
+            top_k: None,
+            top_p: 1.0,
+        },
+        ..row.clone()
+    };
+    expect_err("draw_audio sampling params", || {
+        ops::draw_audio(&z, 8, &[neg.clone(), neg.clone()], &[])
+    });
+}

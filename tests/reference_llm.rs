@@ -167,3 +167,29 @@ fn plain_layers_match_fast_forward_on_text_and_differ_on_audio() {
         "audio rows must take different paths: rel {rel}"
     );
 }
+
+/// Per-phase step timing: off by default, and when on it counts every step and splits the
+/// time into phases without changing what is generated.
+#[test]
+fn step_timing_counts_phases_and_changes_nothing() {
+    let fx = LlmFixture::load(&fixtures().join("llm")).unwrap();
+    let cases = fx.cases["cases"].as_object().unwrap().clone();
+    let (prompt, params) = fx.generation_request("gen_tts", &cases["gen_tts"]).unwrap();
+    let run = |timed: bool| {
+        let mut e = Engine::new(fx.model.clone(), EngineConfig::default()).unwrap();
+        e.set_timing(timed);
+        let id = e.add(&prompt, params.clone()).unwrap();
+        let mut steps = 0;
+        while e.num_active() > 0 {
+            e.step().unwrap();
+            steps += 1;
+        }
+        (e.take_output(id).unwrap(), e.step_times(), steps)
+    };
+    let (plain, t0, _) = run(false);
+    assert_eq!(t0.steps, 0, "timing was off");
+    let (timed, t, steps) = run(true);
+    assert_eq!(timed.segments, plain.segments);
+    assert_eq!(t.steps, steps as u64);
+    assert!(t.forward_s > 0.0 && t.heads_s > 0.0, "{t:?}");
+}
