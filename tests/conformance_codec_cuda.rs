@@ -12,107 +12,17 @@
 
 #[macro_use]
 mod common;
+use common::guarded::*;
 use common::rng;
 use higgs_engine::backend::cuda::conv1d::{self, Conv1dArgs, ConvTranspose1dArgs};
 use higgs_engine::backend::cuda::rvq::{self as cuda_rvq, RvqDecodeArgs, RvqNearestArgs};
 use higgs_engine::backend::cuda::snake::{self, SnakeArgs};
-use higgs_engine::backend::cuda::{CudaDevice, CudaStorage};
 use higgs_engine::codec::layers;
 use higgs_engine::codec::rvq::Rvq;
 use higgs_engine::codec::CodecConfig;
-use higgs_engine::tensor::DType;
 use higgs_engine::weights::{HostTensor, WeightMap};
 use rand::rngs::StdRng;
 use rand::Rng;
-
-const GUARD: usize = 67;
-/// Far from any output, so a stray write shows.
-const CANARY: f32 = -12288.0;
-/// One output sums at most this many products before the tolerance relaxes to 1e-4.
-const SHORT_REDUCTION: usize = 1024;
-
-fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.gen_range(-scale..=scale)).collect()
-}
-
-/// Snake alphas: mostly learned-looking positive values, with some negative ones (trained
-/// alphas may take either sign, spec §3.2).
-fn rand_alpha(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let a = rng.gen_range(0.05f32..=3.0);
-            if rng.gen_bool(0.2) {
-                -a
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
-fn up(dev: &CudaDevice, data: &[f32]) -> CudaStorage {
-    CudaStorage::from_f32(dev, data, DType::F32).expect("upload")
-}
-
-/// An output buffer of `n` elements plus a trailing guard band, all canaries.
-fn out_buf(dev: &CudaDevice, n: usize) -> CudaStorage {
-    up(dev, &vec![CANARY; n + GUARD])
-}
-
-/// Downloads, checks the guard band and returns the first `n` values.
-fn down(case: &str, s: &CudaStorage, n: usize) -> Vec<f32> {
-    let v = s.to_f32_vec().expect("download");
-    assert_eq!(v.len(), n + GUARD, "{case}: buffer length");
-    for (i, &g) in v[n..].iter().enumerate() {
-        assert!(
-            g == CANARY,
-            "{case}: guard element {i} past the output was overwritten ({g})"
-        );
-    }
-    v[..n].to_vec()
-}
-
-fn assert_close(case: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{case}: length");
-    let mut max_ref = 0f32;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(!g.is_nan(), "{case}: NaN at {i} (want {w})");
-        assert!(
-            g.is_finite() == w.is_finite(),
-            "{case}: infinity mismatch at {i}: got {g}, want {w}"
-        );
-        max_ref = max_ref.max(w.abs());
-    }
-    let denom = max_ref.max(1e-20);
-    let (mut worst, mut at) = (0f32, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g - w).abs() / denom;
-        if e > worst {
-            worst = e;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= tol,
-        "{case}: max rel err {worst:.3e} > {tol:.0e} at {at}: got {}, want {}",
-        got[at],
-        want[at]
-    );
-}
-
-fn conv_tol(reduction: usize) -> f32 {
-    if reduction > SHORT_REDUCTION {
-        1e-4
-    } else {
-        1e-5
-    }
-}
-
-fn snake_host(x: &[f32], channels: usize, t: usize, alpha: &[f32]) -> Vec<f32> {
-    let mut v = x.to_vec();
-    layers::snake_inplace(&mut v, channels, t, alpha);
-    v
-}
 
 // ---------------------------------------------------------------------------------------------
 

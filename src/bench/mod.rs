@@ -102,6 +102,19 @@ fn random_codec(device: &Device) -> anyhow::Result<crate::codec::AudioTokenizer>
     Ok(AudioTokenizer::from_weights(cfg, w)?.to_device(device)?)
 }
 
+/// `seconds` of deterministic, varied codes `[n_q][frames]`: (frames, codes).
+fn bench_codes(cfg: &crate::codec::CodecConfig, seconds: usize) -> (usize, Vec<Vec<u32>>) {
+    let frames = seconds * 25;
+    let codes = (0..cfg.n_q)
+        .map(|q| {
+            (0..frames)
+                .map(|t| ((q * 131 + t * 17) % cfg.bins) as u32)
+                .collect()
+        })
+        .collect();
+    (frames, codes)
+}
+
 /// Codec real-time factors with random weights of the released sizes: decode on `device`
 /// (whole clip, then streamed in 1 s chunks), encode on the host (CPU only).
 fn run_codec(seconds: usize, device: &Device) -> anyhow::Result<ExitCode> {
@@ -109,14 +122,7 @@ fn run_codec(seconds: usize, device: &Device) -> anyhow::Result<ExitCode> {
     let cfg = CodecConfig::released();
     if !device.is_cpu() {
         let codec = random_codec(device)?;
-        let frames = seconds * 25;
-        let codes: Vec<Vec<u32>> = (0..cfg.n_q)
-            .map(|q| {
-                (0..frames)
-                    .map(|t| ((q * 131 + t * 17) % cfg.bins) as u32)
-                    .collect()
-            })
-            .collect();
+        let (frames, codes) = bench_codes(&cfg, seconds);
         println!(
             "higgs bench --codec: released sizes, random weights, decode on cuda ({}), {seconds} s of audio",
             device.name()
@@ -164,14 +170,7 @@ fn run_codec(seconds: usize, device: &Device) -> anyhow::Result<ExitCode> {
         "built released-size random codec weights in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let frames = seconds * 25;
-    let codes: Vec<Vec<u32>> = (0..cfg.n_q)
-        .map(|q| {
-            (0..frames)
-                .map(|t| ((q * 131 + t * 17) % cfg.bins) as u32)
-                .collect()
-        })
-        .collect();
+    let (frames, codes) = bench_codes(&cfg, seconds);
     println!("higgs bench --codec: released sizes, random weights, device cpu ({} threads), {seconds} s of audio", rayon::current_num_threads());
     let t = Instant::now();
     let pcm = codec.decode(&codes)?;

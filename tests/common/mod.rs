@@ -5,6 +5,9 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+#[cfg(feature = "cuda")]
+pub mod guarded;
+
 /// The first CUDA device, or None (after printing "skipped: no CUDA device") when there is none.
 /// A device that exists but cannot be used is a failure, not a skip.
 #[cfg(feature = "cuda")]
