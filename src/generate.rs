@@ -642,6 +642,26 @@ impl Engine {
         Ok(heads)
     }
 
+    /// One audio column sampled on the host from `z` (`[c, rows]` raw logits): per codebook
+    /// the request's sampler, then RAS against its recent columns (spec §8.5, §8.8).
+    fn draw_column(s: &mut SeqState, z: &[f32], c: usize, rows: usize) -> Vec<u32> {
+        (0..c)
+            .map(|cb| {
+                let zr = &z[cb * rows..(cb + 1) * rows];
+                let mut t =
+                    sample(zr, &s.params.sampling, &s.params.suppress_audio, &mut s.rng) as u32;
+                if s.params.ras_win_len > 0 {
+                    let start = s.audio_out.len().saturating_sub(s.params.ras_win_len);
+                    let rep = ras_count(s.audio_out[start..].iter().map(|col| col[cb]), t);
+                    if rep >= s.params.ras_max_repeat {
+                        t = ras_redraw(zr, &mut s.rng) as u32;
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
     fn mode(cfg: &crate::config::ModelConfig, last: u32) -> Mode {
         if last == cfg.audio_out_bos_token {
             Mode::AudioInit
@@ -668,27 +688,11 @@ impl Engine {
                 if s.params.record_logits {
                     s.out.step_audio_logits.push(heads.audio_logits()?.to_vec());
                 }
-                let mut col = vec![0u32; c];
-                if let Some(drawn) = heads.audio_symbols {
-                    col.copy_from_slice(drawn);
-                }
-                for (cb, tok) in col.iter_mut().enumerate() {
-                    if heads.audio_symbols.is_some() {
-                        break;
-                    }
-                    let z = heads.audio_logits()?;
-                    let zr = &z[cb * rows..(cb + 1) * rows];
-                    let mut t =
-                        sample(zr, &s.params.sampling, &s.params.suppress_audio, &mut s.rng) as u32;
-                    if s.params.ras_win_len > 0 {
-                        let start = s.audio_out.len().saturating_sub(s.params.ras_win_len);
-                        let rep = ras_count(s.audio_out[start..].iter().map(|col| col[cb]), t);
-                        if rep >= s.params.ras_max_repeat {
-                            t = ras_redraw(zr, &mut s.rng) as u32;
-                        }
-                    }
-                    *tok = t;
-                }
+                // Drawn on the device (CUDA), or here from the host logits (CPU).
+                let mut col = match heads.audio_symbols {
+                    Some(drawn) => drawn.to_vec(),
+                    None => Self::draw_column(s, heads.audio_logits()?, c, rows),
+                };
                 let mut tok = cfg.audio_out_token;
                 if cfg.use_delay_pattern {
                     if s.num_delay + 1 < c {

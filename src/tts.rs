@@ -75,6 +75,13 @@ impl FrameReverter {
         out
     }
 
+    /// Frames (`[frame][codebook]`, as `push` returns them) as codec rows `[codebook][frame]`.
+    pub fn rows(&self, frames: &[Vec<u32>]) -> Vec<Vec<u32>> {
+        (0..self.n_codebooks)
+            .map(|cb| frames.iter().map(|f| f[cb]).collect())
+            .collect()
+    }
+
     /// The segment ended (or generation stopped): the held frame was the last one and is
     /// dropped, as `[:, 1:-1]` drops it. Resets for the next segment.
     pub fn end_segment(&mut self) {
@@ -201,9 +208,7 @@ impl Tts<'_> {
                 }
             }
             if !frames.is_empty() {
-                let rows: Vec<Vec<u32>> = (0..c)
-                    .map(|cb| frames.iter().map(|f| f[cb]).collect())
-                    .collect();
+                let rows = rev.rows(&frames);
                 for (cb, r) in rows.iter().enumerate() {
                     chunk[cb].extend_from_slice(r);
                     out.codes[cb].extend_from_slice(r);
@@ -246,8 +251,7 @@ mod tests {
             }
             rev.end_segment();
             let want = generated_to_frames(&delayed);
-            let got_rows: Vec<Vec<u32>> =
-                (0..8).map(|c| got.iter().map(|f| f[c]).collect()).collect();
+            let got_rows = rev.rows(&got);
             assert_eq!(got_rows, want, "T = {t}");
             assert_eq!(want[0], codes[0]);
         }

@@ -133,12 +133,8 @@ fn conv1d_plain_and_snake() {
                 1,
             );
             let mut gy = out_buf(&dev, c_out * t_out);
-            if fused {
-                conv1d::snake_conv1d(&dev, &gx, &ga, &gw, Some(&gb), &mut gy, &a)
-            } else {
-                conv1d::conv1d(&dev, &gx, &gw, Some(&gb), &mut gy, &a)
-            }
-            .expect(&case);
+            conv1d::conv1d(&dev, &gx, fused.then_some(&ga), &gw, Some(&gb), &mut gy, &a)
+                .expect(&case);
             assert_close(&case, &down(&case, &gy, c_out * t_out), &want, tol);
         }
         // Without bias (HuBERT / semantic convs have none).
@@ -147,7 +143,7 @@ fn conv1d_plain_and_snake() {
             &x, c_in, t_in, &w, c_out, kernel, None, stride, padding, dilation, 1,
         );
         let mut gy = out_buf(&dev, c_out * t_out);
-        conv1d::conv1d(&dev, &gx, &gw, None, &mut gy, &a).expect(&case);
+        conv1d::conv1d(&dev, &gx, None, &gw, None, &mut gy, &a).expect(&case);
         assert_close(&case, &down(&case, &gy, c_out * t_out), &want, tol);
     }
 }
@@ -235,12 +231,8 @@ fn conv_transpose1d_plain_and_snake() {
                 output_padding,
             );
             let mut gy = out_buf(&dev, c_out * t_out);
-            if fused {
-                conv1d::snake_conv_transpose1d(&dev, &gx, &ga, &gw, Some(&gb), &mut gy, &a)
-            } else {
-                conv1d::conv_transpose1d(&dev, &gx, &gw, Some(&gb), &mut gy, &a)
-            }
-            .expect(&case);
+            conv1d::conv_transpose1d(&dev, &gx, fused.then_some(&ga), &gw, Some(&gb), &mut gy, &a)
+                .expect(&case);
             assert_close(&case, &down(&case, &gy, c_out * t_out), &want, tol);
         }
     }

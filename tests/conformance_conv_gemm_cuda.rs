@@ -602,7 +602,7 @@ fn bench_decoder_pass_direct_vs_gemm() {
         if gemm {
             conv1d_gemm(&dev, &q, None, &fc.w, Some(&fc.b), &mut lat, &a, false, sc).unwrap();
         } else {
-            conv1d::conv1d(&dev, &q, &fc.w, Some(&fc.b), &mut lat, &a).unwrap();
+            conv1d::conv1d(&dev, &q, None, &fc.w, Some(&fc.b), &mut lat, &a).unwrap();
         }
         let a = same(256, 1024, frames, 7, 1);
         if gemm {
@@ -619,7 +619,7 @@ fn bench_decoder_pass_direct_vs_gemm() {
             )
             .unwrap();
         } else {
-            conv1d::conv1d(&dev, &lat, &conv_in.w, Some(&conv_in.b), &mut x0, &a).unwrap();
+            conv1d::conv1d(&dev, &lat, None, &conv_in.w, Some(&conv_in.b), &mut x0, &a).unwrap();
         }
         for (i, (upl, units)) in blocks.iter().enumerate() {
             let (ci, co, s) = (chans[i], chans[i + 1], strides[i]);
@@ -641,7 +641,7 @@ fn bench_decoder_pass_direct_vs_gemm() {
                 conv_transpose1d_gemm(&dev, x, Some(&upl.alpha), &upl.w, Some(&upl.b), y, &ta, sc)
                     .unwrap();
             } else {
-                conv1d::snake_conv_transpose1d(&dev, x, &upl.alpha, &upl.w, Some(&upl.b), y, &ta)
+                conv1d::conv_transpose1d(&dev, x, Some(&upl.alpha), &upl.w, Some(&upl.b), y, &ta)
                     .unwrap();
             }
             for (u, d) in units.iter().zip([1usize, 3, 9]) {
@@ -676,8 +676,8 @@ fn bench_decoder_pass_direct_vs_gemm() {
                 } else {
                     // The current decoder: two convs into fresh buffers and an add.
                     let mut h2 = z(co * t);
-                    conv1d::snake_conv1d(&dev, y, &c7.alpha, &c7.w, Some(&c7.b), h, &a7).unwrap();
-                    conv1d::snake_conv1d(&dev, h, &c1.alpha, &c1.w, Some(&c1.b), &mut h2, &a1)
+                    conv1d::conv1d(&dev, y, Some(&c7.alpha), &c7.w, Some(&c7.b), h, &a7).unwrap();
+                    conv1d::conv1d(&dev, h, Some(&c1.alpha), &c1.w, Some(&c1.b), &mut h2, &a1)
                         .unwrap();
                     add_inplace(&dev, y, &h2, co * t).unwrap();
                 }
@@ -702,10 +702,10 @@ fn bench_decoder_pass_direct_vs_gemm() {
             )
             .unwrap();
         } else {
-            conv1d::snake_conv1d(
+            conv1d::conv1d(
                 &dev,
                 &ys[4],
-                &conv_out.alpha,
+                Some(&conv_out.alpha),
                 &conv_out.w,
                 Some(&conv_out.b),
                 &mut wav,

@@ -289,10 +289,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     // Warm-up (cuBLAS handles and heuristics, the memory pool, first-launch module costs):
     // one whole request, not timed.
     let id = engine.add(&prompt(500), gen_params())?;
-    while engine.num_active() > 0 {
-        engine.step()?;
-    }
-    engine.take_output(id);
+    drain(&mut engine, &[id])?;
     // Prefill.
     let id = engine.add(&prompt(0), gen_params())?;
     let t = Instant::now();
@@ -304,10 +301,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         prefill_s,
         a.prompt_len as f64 / prefill_s
     );
-    while engine.num_active() > 0 {
-        engine.step()?;
-    }
-    engine.take_output(id);
+    drain(&mut engine, &[id])?;
 
     let modes: &[bool] = match (device.is_cpu(), a.graphs.as_str()) {
         (true, _) | (false, "off") => &[false],
@@ -364,12 +358,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     per(st.finish_s)
                 );
             }
-            while engine.num_active() > 0 {
-                engine.step()?;
-            }
-            for id in ids {
-                engine.take_output(id);
-            }
+            drain(&mut engine, &ids)?;
         }
     }
     model.set_step_graphs(true);
@@ -388,18 +377,24 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             model.set_step_graphs(false);
             kernel_table(&mut engine, &device, b)?;
             model.set_step_graphs(true);
-            while engine.num_active() > 0 {
-                engine.step()?;
-            }
-            for id in ids {
-                engine.take_output(id);
-            }
+            drain(&mut engine, &ids)?;
         }
     }
     if a.first_audio {
         first_audio(&mut engine, &prompt(999), gen_params, &device)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Steps the engine until every request has finished, then drops their outputs.
+fn drain(engine: &mut Engine, ids: &[crate::kv::manager::SeqId]) -> anyhow::Result<()> {
+    while engine.num_active() > 0 {
+        engine.step()?;
+    }
+    for &id in ids {
+        engine.take_output(id);
+    }
+    Ok(())
 }
 
 /// GPU time per kernel name over two eager decode steps, printed per step.
@@ -522,10 +517,7 @@ fn first_audio(
                     if frames.is_empty() {
                         continue;
                     }
-                    let rows: Vec<Vec<u32>> = (0..cfg.n_codebooks)
-                        .map(|c| frames.iter().map(|f| f[c]).collect())
-                        .collect();
-                    let audio = dec.push(&rows)?;
+                    let audio = dec.push(&rev.rows(&frames))?;
                     if !audio.is_empty() {
                         first = Some((t.elapsed().as_secs_f64(), audio.len()));
                         break 'gen;
@@ -533,10 +525,7 @@ fn first_audio(
                 }
             }
         }
-        while engine.num_active() > 0 {
-            engine.step()?;
-        }
-        engine.take_output(id);
+        drain(engine, &[id])?;
         if round == 1 {
             match first {
                 Some((s, n)) => println!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::decoder::{Conv, ConvT, Decoder};
 use super::rvq::Rvq;
-use crate::backend::cuda::conv1d::{conv1d, snake_conv1d, Conv1dArgs, ConvTranspose1dArgs};
+use crate::backend::cuda::conv1d::{conv1d, Conv1dArgs, ConvTranspose1dArgs};
 use crate::backend::cuda::conv_gemm::{conv1d_gemm, conv_transpose1d_gemm, ConvScratch};
 use crate::backend::cuda::rvq::{rvq_decode, RvqDecodeArgs};
 use crate::backend::cuda::{CudaDevice, CudaStorage};
@@ -67,10 +67,7 @@ impl DConv {
         let mut y = CudaStorage::zeros(dev, self.c_out * t, DType::F32)?;
         let a = self.args(t);
         if self.c_out == 1 {
-            match alpha {
-                Some(al) => snake_conv1d(dev, x, al, &self.w, Some(&self.b), &mut y, &a)?,
-                None => conv1d(dev, x, &self.w, Some(&self.b), &mut y, &a)?,
-            }
+            conv1d(dev, x, alpha, &self.w, Some(&self.b), &mut y, &a)?;
         } else {
             conv1d_gemm(
                 dev,

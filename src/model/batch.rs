@@ -36,3 +36,8 @@ pub struct BatchInputs {
     pub audio_keys: Vec<u8>,
     pub max_ctx: usize,
 }
+
+/// True when `idx` is exactly `0, 1, .., n - 1` (every row, in order).
+pub(crate) fn is_every_row(idx: &[u32], n: usize) -> bool {
+    idx.len() == n && idx.iter().enumerate().all(|(i, &r)| r as usize == i)
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::CudaSlice;
 
-use super::batch::{BatchInputs, RowInput};
+use super::batch::{is_every_row, BatchInputs, RowInput};
 use super::llm::{ForwardOptions, ForwardOutput, Model};
 use crate::backend::cuda::CudaDevice;
 use crate::error::{Error, Result};
@@ -291,17 +291,8 @@ fn eligible(model: &Model, inputs: &BatchInputs, opts: &ForwardOptions) -> bool 
     n > 0
         && !opts.capture_layers
         && inputs.rows.iter().all(RowInput::is_audio)
-        && inputs
-            .query_seq
-            .iter()
-            .enumerate()
-            .all(|(i, &s)| s as usize == i)
-        && opts.out_rows.len() == n
-        && opts
-            .out_rows
-            .iter()
-            .enumerate()
-            .all(|(i, &r)| r as usize == i)
+        && is_every_row(&inputs.query_seq, n)
+        && is_every_row(&opts.out_rows, n)
         && inputs.block_tables.len() == n * inputs.max_blocks
         && ops::choose_attn_path(
             cfg.n_heads,
@@ -325,15 +316,16 @@ fn pad(model: &Model, inputs: &BatchInputs, b: usize) -> BatchInputs {
         block_size: inputs.block_size,
         block_tables: vec![0; b * mb],
         max_blocks: mb,
-        audio_keys: vec![0; b * mb * inputs.block_size],
+        // No key flags: in an all-audio step fast-forward layers skip every row and the
+        // other layers attend without a key mask, so nothing reads them (an op that did would
+        // fail its length check, not read garbage). Building them would cost b·max_ctx bytes
+        // per replayed step.
+        audio_keys: Vec::new(),
         max_ctx: mb * inputs.block_size,
     };
     for s in 0..n {
         let src = &inputs.block_tables[s * inputs.max_blocks..(s + 1) * inputs.max_blocks];
         p.block_tables[s * mb..s * mb + inputs.max_blocks].copy_from_slice(src);
-        let ctx = inputs.max_ctx.min(p.max_ctx);
-        p.audio_keys[s * p.max_ctx..s * p.max_ctx + ctx]
-            .copy_from_slice(&inputs.audio_keys[s * inputs.max_ctx..s * inputs.max_ctx + ctx]);
     }
     for _ in n..b {
         // Padding: attends key 0 of block 0 (finite), writes no KV, output dropped.

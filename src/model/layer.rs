@@ -153,6 +153,26 @@ fn routed_norm(
     Ok(out)
 }
 
+/// `x += r`, then [`routed_norm`] of `x`; with one modality (the decode steady state) the add
+/// is fused into the norm.
+fn routed_add_norm(
+    x: &mut Tensor,
+    r: &Tensor,
+    w_text: &Tensor,
+    w_audio: &Tensor,
+    plan: &RoutePlan,
+    eps: f32,
+) -> Result<Tensor> {
+    if plan.audio.is_empty() {
+        return ops::add_rmsnorm(x, r, w_text, eps);
+    }
+    if plan.text.is_empty() {
+        return ops::add_rmsnorm(x, r, w_audio, eps);
+    }
+    ops::add_inplace(x, r)?;
+    routed_norm(x, w_text, w_audio, plan, eps)
+}
+
 /// Add each modality's FFN of `m` into `x`, computing only the FFN a row needs.
 fn routed_ffn(
     x: &mut Tensor,
@@ -231,14 +251,6 @@ pub(crate) fn forward_layer(
         inv_freq,
         false,
     )?;
-    // One modality (the decode steady state): the residual add fused into the post norm.
-    let m = if route.audio.is_empty() {
-        ops::add_rmsnorm(x, &att, &l.post_norm, eps)?
-    } else if route.text.is_empty() {
-        ops::add_rmsnorm(x, &att, post_audio, eps)?
-    } else {
-        ops::add_inplace(x, &att)?;
-        routed_norm(x, &l.post_norm, post_audio, route, eps)?
-    };
+    let m = routed_add_norm(x, &att, &l.post_norm, post_audio, route, eps)?;
     routed_ffn(x, &m, &l.ffn, ffn_audio, route)
 }

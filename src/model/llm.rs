@@ -235,13 +235,7 @@ impl Model {
         if opts.capture_layers {
             layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
         }
-        let every_row = opts.out_rows.len() == n
-            && opts
-                .out_rows
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i);
-        let hidden = if every_row {
+        let hidden = if super::batch::is_every_row(&opts.out_rows, n) {
             ops::rmsnorm(&x, &self.w.norm, self.cfg.rms_eps)?
         } else {
             let picked = ops::gather_rows(&x, &opts.out_rows)?;

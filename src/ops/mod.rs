@@ -99,7 +99,8 @@ pub(crate) fn check_index(
 }
 
 /// CUDA-arm helpers: operand access with a same-device check, output allocation and the
-/// upload of host index lists (moved to device-resident step state by a later change).
+/// upload of host index lists (once per step per role and contents: `CudaDevice::upload_cached`,
+/// which also hands a captured step graph its persistent input buffers).
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda_arm {
     use crate::backend::cuda::{CudaDevice, CudaStorage, DeviceStorage};

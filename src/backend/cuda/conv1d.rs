@@ -33,6 +33,13 @@ pub struct Conv1dArgs {
 }
 
 impl Conv1dArgs {
+    /// Kernel, stride and dilation are at least 1.
+    pub(crate) fn validate(&self, op: &'static str) -> Result<()> {
+        positive(op, "kernel", self.kernel)?;
+        positive(op, "stride", self.stride)?;
+        positive(op, "dilation", self.dilation)
+    }
+
     /// PyTorch's output length, `floor((t_in + 2p − d(K−1) − 1)/s) + 1`, or 0.
     pub fn t_out(&self) -> usize {
         let span = self.dilation * (self.kernel.max(1) - 1) + 1;
@@ -59,6 +66,21 @@ pub struct ConvTranspose1dArgs {
 }
 
 impl ConvTranspose1dArgs {
+    /// Kernel and stride are at least 1, output padding below the stride.
+    pub(crate) fn validate(&self, op: &'static str) -> Result<()> {
+        positive(op, "kernel", self.kernel)?;
+        positive(op, "stride", self.stride)?;
+        if self.output_padding >= self.stride {
+            return Err(Error::Shape {
+                op,
+                arg: "output_padding",
+                expected: format!("< stride ({})", self.stride),
+                got: self.output_padding.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// `(t_in − 1)·s − 2p + K + output_padding`, or 0 (also 0 for an empty input).
     pub fn t_out(&self) -> usize {
         if self.t_in == 0 {
@@ -103,7 +125,7 @@ fn plan(op: &'static str, c_in: usize, kernel: usize, span: usize) -> Result<(Ti
     }
 }
 
-fn positive(op: &'static str, arg: &'static str, v: usize) -> Result<()> {
+pub(crate) fn positive(op: &'static str, arg: &'static str, v: usize) -> Result<()> {
     if v == 0 {
         return Err(Error::Shape {
             op,
@@ -115,16 +137,17 @@ fn positive(op: &'static str, arg: &'static str, v: usize) -> Result<()> {
     Ok(())
 }
 
-/// Buffers of one conv launch (both families).
-struct ConvBuffers<'a> {
-    x: &'a CudaStorage,
-    w: &'a CudaStorage,
-    bias: Option<&'a CudaStorage>,
-    alpha: Option<&'a CudaStorage>,
+/// Buffers of one conv (both families, direct and GEMM-lowered).
+pub(crate) struct ConvBuffers<'a> {
+    pub x: &'a CudaStorage,
+    pub w: &'a CudaStorage,
+    pub bias: Option<&'a CudaStorage>,
+    pub alpha: Option<&'a CudaStorage>,
 }
 
-/// dtype and length checks shared by both families; `w_len` is c_in·c_out·kernel.
-fn check_buffers(
+/// dtype and length checks shared by both families (and `conv_gemm.rs`); `w_len` is
+/// c_in·c_out·kernel.
+pub(crate) fn check_buffers(
     op: &'static str,
     b: &ConvBuffers,
     y: &CudaStorage,
@@ -161,9 +184,7 @@ fn grid(t_out: usize, c_out: usize, smem: u32) -> LaunchConfig {
 
 fn conv1d_any(dev: &CudaDevice, b: ConvBuffers, y: &mut CudaStorage, a: &Conv1dArgs) -> Result<()> {
     const OP: &str = "cuda::conv1d";
-    positive(OP, "kernel", a.kernel)?;
-    positive(OP, "stride", a.stride)?;
-    positive(OP, "dilation", a.dilation)?;
+    a.validate(OP)?;
     let t_out = a.t_out();
     let w_len = a.c_out * a.c_in * a.kernel;
     check_buffers(OP, &b, y, (a.c_in, a.c_out, a.t_in, t_out, w_len))?;
@@ -204,16 +225,7 @@ fn conv_transpose1d_any(
     a: &ConvTranspose1dArgs,
 ) -> Result<()> {
     const OP: &str = "cuda::conv_transpose1d";
-    positive(OP, "kernel", a.kernel)?;
-    positive(OP, "stride", a.stride)?;
-    if a.output_padding >= a.stride {
-        return Err(Error::Shape {
-            op: OP,
-            arg: "output_padding",
-            expected: format!("< stride ({})", a.stride),
-            got: a.output_padding.to_string(),
-        });
-    }
+    a.validate(OP)?;
     let t_out = a.t_out();
     let w_len = a.c_in * a.c_out * a.kernel;
     check_buffers(OP, &b, y, (a.c_in, a.c_out, a.t_in, t_out, w_len))?;
@@ -247,80 +259,33 @@ fn conv_transpose1d_any(
     launch(dev, k, grid(t_out, a.c_out, smem), &p)
 }
 
-/// `y = conv1d(x, w) + bias` (PyTorch Conv1d, zero padding, groups = 1); `y` holds at least
+/// `y = conv1d(snake?(x), w) + bias` (PyTorch Conv1d, zero padding, groups = 1); with `alpha`
+/// (`[c_in]`) Snake is fused into the input load (`x` unchanged). `y` holds at least
 /// `c_out · a.t_out()` values.
 pub fn conv1d(
     dev: &CudaDevice,
     x: &CudaStorage,
+    alpha: Option<&CudaStorage>,
     w: &CudaStorage,
     bias: Option<&CudaStorage>,
     y: &mut CudaStorage,
     a: &Conv1dArgs,
 ) -> Result<()> {
-    let b = ConvBuffers {
-        x,
-        w,
-        bias,
-        alpha: None,
-    };
-    conv1d_any(dev, b, y, a)
+    conv1d_any(dev, ConvBuffers { x, w, bias, alpha }, y, a)
 }
 
-/// `y = conv1d(snake(x, alpha), w) + bias`, Snake fused into the input load (`x` unchanged);
-/// `alpha` is `[c_in]`.
-pub fn snake_conv1d(
-    dev: &CudaDevice,
-    x: &CudaStorage,
-    alpha: &CudaStorage,
-    w: &CudaStorage,
-    bias: Option<&CudaStorage>,
-    y: &mut CudaStorage,
-    a: &Conv1dArgs,
-) -> Result<()> {
-    let b = ConvBuffers {
-        x,
-        w,
-        bias,
-        alpha: Some(alpha),
-    };
-    conv1d_any(dev, b, y, a)
-}
-
-/// `y = conv_transpose1d(x, w) + bias` (PyTorch ConvTranspose1d, groups = 1, dilation = 1).
+/// `y = conv_transpose1d(snake?(x), w) + bias` (PyTorch ConvTranspose1d, groups = 1,
+/// dilation = 1), Snake fused into the input load when `alpha` is given.
 pub fn conv_transpose1d(
     dev: &CudaDevice,
     x: &CudaStorage,
+    alpha: Option<&CudaStorage>,
     w: &CudaStorage,
     bias: Option<&CudaStorage>,
     y: &mut CudaStorage,
     a: &ConvTranspose1dArgs,
 ) -> Result<()> {
-    let b = ConvBuffers {
-        x,
-        w,
-        bias,
-        alpha: None,
-    };
-    conv_transpose1d_any(dev, b, y, a)
-}
-
-/// `y = conv_transpose1d(snake(x, alpha), w) + bias`, Snake fused into the input load.
-pub fn snake_conv_transpose1d(
-    dev: &CudaDevice,
-    x: &CudaStorage,
-    alpha: &CudaStorage,
-    w: &CudaStorage,
-    bias: Option<&CudaStorage>,
-    y: &mut CudaStorage,
-    a: &ConvTranspose1dArgs,
-) -> Result<()> {
-    let b = ConvBuffers {
-        x,
-        w,
-        bias,
-        alpha: Some(alpha),
-    };
-    conv_transpose1d_any(dev, b, y, a)
+    conv_transpose1d_any(dev, ConvBuffers { x, w, bias, alpha }, y, a)
 }
 
 #[cfg(test)]

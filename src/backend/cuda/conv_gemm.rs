@@ -16,16 +16,14 @@
 //! allocates nothing per layer (optionally capped: conv1d then works in column chunks). CPU twins: `codec::layers::{conv1d, conv_transpose1d,
 //! snake_inplace}`. spec: codec.md §3.2–3.4, §7, §11.6–7. May use: conv1d, device, launch, storage.
 
-use cudarc::cublas::sys as cublas_sys;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
-use super::conv1d::{Conv1dArgs, ConvTranspose1dArgs};
+use super::conv1d::{check_buffers, positive, Conv1dArgs, ConvBuffers, ConvTranspose1dArgs};
 use super::device::CudaDevice;
 use super::kernels::Kernel;
-use super::launch::{self, launch, params_struct};
+use super::launch::{self, gemm_ex, launch, params_struct, GemmEx, GemmType};
 use super::storage::{check, CudaStorage};
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 params_struct!(Im2colParams, 64, {
     x: u64, alpha: u64, col: u64,
@@ -205,46 +203,6 @@ fn conv_transpose1d_scratch_len(a: &ConvTranspose1dArgs, snake: bool) -> (usize,
     (a.c_out * a.kernel * a.t_in, act)
 }
 
-fn positive(op: &'static str, arg: &'static str, v: usize) -> Result<()> {
-    if v == 0 {
-        return Err(Error::Shape {
-            op,
-            arg,
-            expected: ">= 1".into(),
-            got: "0".into(),
-        });
-    }
-    Ok(())
-}
-
-/// dtype and length checks shared by both families; `w_len` is c_in·c_out·kernel.
-#[allow(clippy::too_many_arguments)]
-fn check_buffers(
-    op: &'static str,
-    x: &CudaStorage,
-    alpha: Option<&CudaStorage>,
-    w: &CudaStorage,
-    bias: Option<&CudaStorage>,
-    y: &CudaStorage,
-    (c_in, c_out, t_in, t_out, w_len): (usize, usize, usize, usize, usize),
-) -> Result<()> {
-    check::dtype(op, "x", x, DType::F32)?;
-    check::dtype(op, "w", w, DType::F32)?;
-    check::dtype(op, "y", y, DType::F32)?;
-    check::len(op, "x", x, c_in * t_in)?;
-    check::len(op, "w", w, w_len)?;
-    check::len(op, "y", y, c_out * t_out)?;
-    if let Some(bias) = bias {
-        check::dtype(op, "bias", bias, DType::F32)?;
-        check::len(op, "bias", bias, c_out)?;
-    }
-    if let Some(alpha) = alpha {
-        check::dtype(op, "alpha", alpha, DType::F32)?;
-        check::len(op, "alpha", alpha, c_in)?;
-    }
-    Ok(())
-}
-
 /// One thread per element of a `rows × t` array, one grid row per row.
 fn rows_grid(t: usize, rows: usize, smem: u32) -> LaunchConfig {
     LaunchConfig {
@@ -384,88 +342,6 @@ fn bias_add(
     launch(dev, Kernel::BiasAddRowsF32, rows_grid(t, rows, 0), &p)
 }
 
-/// One column-major f32 SGEMM `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`
-/// (cuBLAS conventions: `A` is `lda × (trans_a ? m : k)`, `B` is `ldb × (trans_b ? k : n)`,
-/// `C` is `ldc × n`). The caller checked every extent against its buffer.
-#[derive(Clone, Copy, Debug)]
-struct Sgemm {
-    trans_a: bool,
-    trans_b: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: u64,
-    lda: usize,
-    b: u64,
-    ldb: usize,
-    beta: f32,
-    c: u64,
-    ldc: usize,
-}
-
-fn sgemm(dev: &CudaDevice, g: &Sgemm) -> Result<()> {
-    const NAME: &str = "cublasGemmEx";
-    if g.m == 0 || g.n == 0 {
-        return Ok(());
-    }
-    let dim = |v: usize, what: &str| -> Result<i32> {
-        i32::try_from(v).map_err(|_| Error::Kernel {
-            kernel: NAME.into(),
-            reason: format!("{what} = {v} exceeds i32"),
-        })
-    };
-    let (m, n, k) = (dim(g.m, "m")?, dim(g.n, "n")?, dim(g.k, "k")?);
-    let (lda, ldb, ldc) = (dim(g.lda, "lda")?, dim(g.ldb, "ldb")?, dim(g.ldc, "ldc")?);
-    let op = |t: bool| {
-        if t {
-            cublas_sys::cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublas_sys::cublasOperation_t::CUBLAS_OP_N
-        }
-    };
-    let f32_ty = cublas_sys::cudaDataType::CUDA_R_32F;
-    let blas = dev.blas()?;
-    // SAFETY: the handle is bound to this device's single stream (CudaBlas::new(stream)); the
-    // callers below checked that A, B and C (live CudaSlices borrowed for the whole call, stream
-    // ordered) hold the extents described on `Sgemm`; alpha/beta are host f32 scalars, matching
-    // CUBLAS_COMPUTE_32F (plain f32, no TF32) and the default host pointer mode.
-    unsafe {
-        cudarc::cublas::result::gemm_ex(
-            *blas.handle(),
-            op(g.trans_a),
-            op(g.trans_b),
-            m,
-            n,
-            k,
-            (&g.alpha) as *const f32 as *const _,
-            g.a as *const _,
-            f32_ty,
-            lda,
-            g.b as *const _,
-            f32_ty,
-            ldb,
-            (&g.beta) as *const f32 as *const _,
-            g.c as *mut _,
-            f32_ty,
-            ldc,
-            cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .map_err(|e| Error::Kernel {
-        kernel: NAME.into(),
-        reason: format!("{e:?} (m {m}, n {n}, k {k})"),
-    })?;
-    if dev.sync_each_launch() {
-        dev.stream().synchronize().map_err(|e| Error::Kernel {
-            kernel: NAME.into(),
-            reason: format!("fault while running: {e}"),
-        })?;
-    }
-    Ok(())
-}
-
 /// `y = conv1d(snake?(x), w) + bias`, or with `accumulate` `y += conv1d(snake?(x), w) + bias`
 /// (PyTorch Conv1d, zero padding, groups = 1; `alpha` `[c_in]` applies Snake to the input,
 /// `x` unchanged). `w` is `[c_out, c_in, K]`; `y` holds at least `c_out · a.t_out()` values and
@@ -484,17 +360,12 @@ pub fn conv1d_gemm(
 ) -> Result<()> {
     const OP: &str = "cuda::conv1d_gemm";
     positive(OP, "c_in", a.c_in)?;
-    positive(OP, "kernel", a.kernel)?;
-    positive(OP, "stride", a.stride)?;
-    positive(OP, "dilation", a.dilation)?;
+    a.validate(OP)?;
     let t_out = a.t_out();
     let ck = a.c_in * a.kernel;
     check_buffers(
         OP,
-        x,
-        alpha,
-        w,
-        bias,
+        &ConvBuffers { x, w, bias, alpha },
         y,
         (a.c_in, a.c_out, a.t_in, t_out, a.c_out * ck),
     )?;
@@ -524,9 +395,10 @@ pub fn conv1d_gemm(
     if direct {
         // t_out == t_in: x is already COL[c_in, T] (its length checked above). Extents: A = x,
         // T × c_in (ld T); B = w, c_in × c_out (checked); C = y, T × c_out (checked).
-        sgemm(
+        gemm_ex(
             dev,
-            &Sgemm {
+            &GemmEx {
+                ty: GemmType::F32,
                 trans_a: false,
                 trans_b: false,
                 m: t_out,
@@ -564,9 +436,10 @@ pub fn conv1d_gemm(
             // B = w or the packed weight, rows × c_out (checked / grown); C = columns
             // [t0, t0 + n) of y, n × c_out with ld T: the last element is (c_out − 1)·T + t0 +
             // n − 1 < c_out·T (y checked).
-            sgemm(
+            gemm_ex(
                 dev,
-                &Sgemm {
+                &GemmEx {
+                    ty: GemmType::F32,
                     trans_a: false,
                     trans_b: false,
                     m: n,
@@ -607,24 +480,12 @@ pub fn conv_transpose1d_gemm(
 ) -> Result<()> {
     const OP: &str = "cuda::conv_transpose1d_gemm";
     positive(OP, "c_in", a.c_in)?;
-    positive(OP, "kernel", a.kernel)?;
-    positive(OP, "stride", a.stride)?;
-    if a.output_padding >= a.stride {
-        return Err(Error::Shape {
-            op: OP,
-            arg: "output_padding",
-            expected: format!("< stride ({})", a.stride),
-            got: a.output_padding.to_string(),
-        });
-    }
+    a.validate(OP)?;
     let t_out = a.t_out();
     let ck = a.c_out * a.kernel;
     check_buffers(
         OP,
-        x,
-        alpha,
-        w,
-        bias,
+        &ConvBuffers { x, w, bias, alpha },
         y,
         (a.c_in, a.c_out, a.t_in, t_out, a.c_in * ck),
     )?;
@@ -656,9 +517,10 @@ pub fn conv_transpose1d_gemm(
     // COLSᵀ (t_in × cK, ld t_in) = Xᵀ · W with Xᵀ = x viewed t_in × c_in (ld t_in, op N) and
     // W = (w viewed cK × c_in, ld cK)ᵀ (op T). Extents: A = t_in·c_in floats (x checked / act
     // grown), B = cK·c_in (w checked), C = t_in·cK (cols grown).
-    sgemm(
+    gemm_ex(
         dev,
-        &Sgemm {
+        &GemmEx {
+            ty: GemmType::F32,
             trans_a: false,
             trans_b: true,
             m: a.t_in,

@@ -31,7 +31,8 @@ pub struct CudaDevice {
     /// Split-KV decode partials, grown on demand and reused by every decode attention call
     /// (one stream, so stream order serialises its users).
     decode_ws: std::sync::Mutex<super::attn_decode::DecodeWorkspace>,
-    /// Read-only index lists of the current step, by content (see [`CudaDevice::upload_cached`]).
+    /// Read-only index lists of the current step, by role and content (see
+    /// [`CudaDevice::upload_cached`]).
     step_uploads: std::sync::Mutex<StepUploads>,
     capturing: std::sync::atomic::AtomicBool,
     /// Per-launch GPU time, while [`CudaDevice::start_kernel_timing`] is on.

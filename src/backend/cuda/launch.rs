@@ -107,17 +107,53 @@ pub(crate) struct GemmCall {
 /// cuBLAS is column-major: row-major y is column-major yᵀ [out, n] = (w viewed k×out)ᵀ ·
 /// (x viewed k×n), i.e. op(A)=T on w with lda = k, op(B)=N on x with ldb = k, ldc = out.
 pub(crate) fn gemm(dev: &CudaDevice, g: &GemmCall) -> Result<()> {
+    gemm_ex(
+        dev,
+        &GemmEx {
+            ty: g.ty,
+            trans_a: true,
+            trans_b: false,
+            m: g.out,
+            n: g.n,
+            k: g.k,
+            alpha: 1.0,
+            a: g.w,
+            lda: g.k,
+            b: g.x,
+            ldb: g.k,
+            beta: 0.0,
+            c: g.y,
+            ldc: g.out,
+        },
+    )
+}
+
+/// One column-major GEMM `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C` in cuBLAS
+/// conventions (`A` is `lda × (trans_a ? m : k)`, `B` is `ldb × (trans_b ? k : n)`, `C` is
+/// `ldc × n`), f32 accumulation (`CUBLAS_COMPUTE_32F`: plain f32, no TF32, for f32 data).
+/// The caller checked every extent against its buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmEx {
+    pub ty: GemmType,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: u64,
+    pub lda: usize,
+    pub b: u64,
+    pub ldb: usize,
+    pub beta: f32,
+    pub c: u64,
+    pub ldc: usize,
+}
+
+/// Runs one [`GemmEx`] on the device's stream (timed and synchronised like a kernel launch).
+pub(crate) fn gemm_ex(dev: &CudaDevice, g: &GemmEx) -> Result<()> {
     const NAME: &str = "cublasGemmEx";
-    let GemmCall {
-        ty,
-        x,
-        w,
-        y,
-        n,
-        k,
-        out,
-    } = *g;
-    if n == 0 || out == 0 {
+    if g.m == 0 || g.n == 0 {
         return Ok(());
     }
     let dim = |v: usize, what: &str| -> Result<i32> {
@@ -126,59 +162,58 @@ pub(crate) fn gemm(dev: &CudaDevice, g: &GemmCall) -> Result<()> {
             reason: format!("{what} = {v} exceeds i32"),
         })
     };
-    let (m_, n_, k_) = (dim(out, "out")?, dim(n, "n")?, dim(k, "k")?);
-    let data = match ty {
+    let (m, n, k) = (dim(g.m, "m")?, dim(g.n, "n")?, dim(g.k, "k")?);
+    let (lda, ldb, ldc) = (dim(g.lda, "lda")?, dim(g.ldb, "ldb")?, dim(g.ldc, "ldc")?);
+    let op = |t: bool| {
+        if t {
+            cublas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublas_sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let data = match g.ty {
         GemmType::Bf16 => cublas_sys::cudaDataType::CUDA_R_16BF,
         GemmType::F32 => cublas_sys::cudaDataType::CUDA_R_32F,
     };
-    let alpha: f32 = 1.0;
-    let beta: f32 = 0.0;
     let blas = dev.blas()?;
-    // SAFETY: the handle is bound to this device's single stream (CudaBlas::new(stream)); the
-    // caller (gemm.rs) checked x holds n·k, w holds out·k and y holds n·out elements of `ty`;
-    // alpha/beta are host f32 scalars, matching CUBLAS_COMPUTE_32F and the default host
-    // pointer mode.
     dev.timed(
         || {
-            format!(
-                "gemm {}x{}x{} {:?}",
-                out,
-                k,
-                if n == 1 {
-                    "1"
-                } else if n <= 16 {
-                    "<=16"
-                } else {
-                    "n"
-                },
-                ty
-            )
+            let rows = match g.n {
+                1 => "1",
+                2..=16 => "<=16",
+                _ => "n",
+            };
+            format!("gemm {}x{}x{rows} {:?}", g.m, g.k, g.ty)
         },
+        // SAFETY: the handle is bound to this device's single stream (CudaBlas::new(stream));
+        // the caller checked that A, B and C (live CudaSlices borrowed for the call, stream
+        // ordered) hold the extents described on `GemmEx`; alpha/beta are host f32 scalars,
+        // matching CUBLAS_COMPUTE_32F and the default host pointer mode.
         || unsafe {
             cudarc::cublas::result::gemm_ex(
                 *blas.handle(),
-                cublas_sys::cublasOperation_t::CUBLAS_OP_T,
-                cublas_sys::cublasOperation_t::CUBLAS_OP_N,
-                m_,
-                n_,
-                k_,
-                (&alpha) as *const f32 as *const _,
-                w as *const _,
+                op(g.trans_a),
+                op(g.trans_b),
+                m,
+                n,
+                k,
+                (&g.alpha) as *const f32 as *const _,
+                g.a as *const _,
                 data,
-                k_,
-                x as *const _,
+                lda,
+                g.b as *const _,
                 data,
-                k_,
-                (&beta) as *const f32 as *const _,
-                y as *mut _,
+                ldb,
+                (&g.beta) as *const f32 as *const _,
+                g.c as *mut _,
                 data,
-                m_,
+                ldc,
                 cublas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
             .map_err(|e| Error::Kernel {
                 kernel: NAME.into(),
-                reason: format!("{e:?} (n {n}, k {k}, out {out})"),
+                reason: format!("{e:?} (m {m}, n {n}, k {k})"),
             })
         },
     )?;
