@@ -1,15 +1,15 @@
-//! criterion benchmark of one whole-model decode step through `generate::Engine` (embed, every
+//! criterion benchmark of one whole-model decode step through `engine::Engine` (embed, every
 //! layer with paged attention and DualFFN, audio head, sampling) on the CPU backend, with
 //! random bf16 weights on a scaled-down Higgs config (hidden 512, 4 dual layers, heads 8/2,
 //! head_dim 64, FFN 1536, vocab 128256, 8 codebooks x 1026 rows). Groups
 //! `step/cpu/bf16/audio_decode_b{batch}`; throughput counts sequences. Every sequence is kept in
 //! audio mode (its prompt ends in `<|audio_out_bos|>`, stream EOS suppressed, RAS off), and the
 //! engine is rebuilt outside the timed region every `STEPS_PER_ENGINE` steps so the context stays
-//! short. May use: higgs_engine::{config, generate, model, tensor}, criterion.
+//! short. May use: higgs_engine::{config, engine, model, tensor}, criterion.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use higgs_engine::config::ModelConfig;
-use higgs_engine::generate::{Engine, EngineConfig, Event, GenerationParams, Prompt};
+use higgs_engine::engine::{Engine, EngineConfig, Event, GenerationParams, Prompt};
 use higgs_engine::model::{Model, ModelWeights};
 use higgs_engine::tensor::DType;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ fn audio_engine(model: &Arc<Model>, batch: usize) -> Engine {
         EngineConfig {
             num_blocks: 64 * batch,
             block_size: 16,
+            ..Default::default()
         },
     )
     .expect("engine");

@@ -45,12 +45,23 @@ pub enum Error {
     },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The engine's queue is full (back-pressure): retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     #[error("audio: {0}")]
     Audio(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("cuda kernel {kernel}: {reason}")]
     Kernel { kernel: String, reason: String },
+    /// A Hugging Face hub download (weights/download.rs): the repo id, the URL asked, and what
+    /// went wrong (HTTP status, refused listing, io).
+    #[error("hub model `{repo}`: {url}: {reason}")]
+    Hub {
+        repo: String,
+        url: String,
+        reason: String,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -2,22 +2,26 @@
 //! 8 RVQ codebooks at 25 frames/s, DAC-style codec at 24 kHz).
 //!
 //! Layering (dependencies point down only): error <- tensor <- backend <- ops <- {weights, kv,
-//! audio, tokenizer} <- {model, codec, sampling, prompt} <- generate <- {reference, cli, bench}.
+//! audio, tokenizer, delay} <- {model, codec, sampling, prompt} <- scheduler <- engine <- tts <-
+//! {reference, cli, bench}.
 
+pub mod atomic_file;
 pub mod audio;
 pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod delay;
+pub mod engine;
 pub mod error;
-pub mod generate;
 pub mod kv;
 pub mod model;
 pub mod ops;
 pub mod prompt;
 pub mod reference;
 pub mod sampling;
+pub mod scheduler;
 pub mod tensor;
 pub mod tokenizer;
 pub mod tts;

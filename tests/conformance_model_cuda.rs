@@ -10,7 +10,7 @@
 
 use higgs_engine::bench::shape_config;
 use higgs_engine::config::ModelConfig;
-use higgs_engine::generate::{Engine, EngineConfig, GenerationParams, Output, Prompt};
+use higgs_engine::engine::{Engine, EngineConfig, GenerationParams, Output, Prompt};
 use higgs_engine::model::{Model, ModelWeights};
 use higgs_engine::reference::llm::LlmFixture;
 use higgs_engine::sampling::processors::SamplingParams;
@@ -307,6 +307,7 @@ fn head_dim_128_model_matches_the_cpu_engine_on_prefill_and_decode_kernels() {
     let ecfg = || EngineConfig {
         num_blocks: 512,
         block_size: 4,
+        ..Default::default()
     };
     for (dtype, label) in [(DType::F32, "f32"), (DType::BF16, "bf16")] {
         // The CPU twin holds the same (rounded) weights; it computes in f32 either way.
@@ -377,6 +378,7 @@ fn sampled_generation_on_the_device_is_seeded_and_well_formed() {
     let ecfg = || EngineConfig {
         num_blocks: 256,
         block_size: 16,
+        ..Default::default()
     };
     let a = run(model.clone(), ecfg(), &reqs);
     let b = run(model.clone(), ecfg(), &reqs);
@@ -434,6 +436,7 @@ fn decode_step_graphs_match_eager_steps() {
     let ecfg = || EngineConfig {
         num_blocks: 256,
         block_size: 4,
+        ..Default::default()
     };
     model.set_step_graphs(false);
     let eager = run(model.clone(), ecfg(), &reqs);

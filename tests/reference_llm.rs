@@ -1,7 +1,7 @@
 //! The LLM against the reference fixtures (tests/fixtures/reference/llm), and batched
 //! generation: several requests in one engine must give exactly what each gives alone.
 
-use higgs_engine::generate::{Engine, EngineConfig, Event, GenerationParams};
+use higgs_engine::engine::{Engine, EngineConfig, Event, GenerationParams};
 use higgs_engine::reference::llm::{check_llm, LlmFixture};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,7 @@ fn batched_generation_matches_single_runs() {
         EngineConfig {
             num_blocks: 64,
             block_size: 4,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -96,6 +97,7 @@ fn capacity_is_a_clear_error() {
         EngineConfig {
             num_blocks: 2,
             block_size: 4,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -111,7 +113,7 @@ fn capacity_is_a_clear_error() {
 #[test]
 fn plain_layers_match_fast_forward_on_text_and_differ_on_audio() {
     use higgs_engine::config::{LayerKind, ModelConfig};
-    use higgs_engine::generate::Prompt;
+    use higgs_engine::engine::Prompt;
     use higgs_engine::model::{LoadOptions, Model, ModelWeights};
     use higgs_engine::weights::safetensors::Checkpoint;
     use std::sync::Arc;

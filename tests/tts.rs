@@ -4,14 +4,18 @@
 //! stream must equal the whole output, and bad input must give clear errors from the CLI.
 
 use higgs_engine::codec::model::AudioTokenizer;
-use higgs_engine::generate::{Engine, EngineConfig, GenerationParams};
+use higgs_engine::engine::{
+    EngineConfig, EngineHandle, EngineParts, GenerationParams, HandleConfig, TtsInput,
+    TtsRequest,
+};
 use higgs_engine::prompt::PromptRequest;
 use higgs_engine::reference::fixture::{read_json, Expected};
 use higgs_engine::reference::llm::LlmFixture;
 use higgs_engine::sampling::processors::SamplingParams;
 use higgs_engine::tokenizer::TextTokenizer;
-use higgs_engine::tts::{Tts, TtsOptions};
+use higgs_engine::tts::synthesize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::Command;
 
 fn fixtures() -> PathBuf {
@@ -46,7 +50,7 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-fn gen_tts_request() -> (PromptRequest, TtsOptions, LlmFixture) {
+fn gen_tts_request() -> (PromptRequest, TtsRequest, LlmFixture) {
     let fx = LlmFixture::load(&fixtures().join("llm")).unwrap();
     let cfg = &fx.model.cfg;
     let messages = &fx.cases["cases"]["gen_tts"]["messages"];
@@ -74,42 +78,43 @@ fn gen_tts_request() -> (PromptRequest, TtsOptions, LlmFixture) {
     gen.ras_win_len = 0;
     gen.suppress_audio = vec![cfg.stream_eos as usize];
     gen.suppress_text = vec![cfg.stream_eos as usize];
-    (
-        req,
-        TtsOptions {
-            gen,
-            force_audio: true,
-        },
-        fx,
-    )
+    let mut treq = TtsRequest::new(TtsInput::LongForm(req.clone()), gen);
+    treq.force_audio = true;
+    (req, treq, fx)
 }
 
 #[test]
 fn tts_matches_reference_gen_tts_waveform() {
     let dir = tmpdir("e2e");
     let tok = TextTokenizer::from_file(&toy_tokenizer(&dir)).unwrap();
-    let (req, opts, fx) = gen_tts_request();
+    let (_req, treq, fx) = gen_tts_request();
     let codec = AudioTokenizer::load(&fixtures().join("codec")).unwrap();
-    let mut engine = Engine::new(fx.model.clone(), EngineConfig::default()).unwrap();
+    let model = fx.model.clone();
+    let handle = EngineHandle::spawn(
+        move || {
+            Ok(EngineParts {
+                model,
+                codec: AudioTokenizer::load(&fixtures().join("codec"))?,
+                tokenizer: Arc::new(tok),
+                config: EngineConfig::default(),
+            })
+        },
+        HandleConfig::default(),
+    )
+    .unwrap();
     let mut streamed = Vec::new();
     let mut chunks = 0;
-    let mut tts = Tts {
-        engine: &mut engine,
-        codec: &codec,
-        tokenizer: &tok,
-    };
-    let out = tts
-        .synthesize(
-            &req,
-            &opts,
-            &mut |pcm| {
-                streamed.extend_from_slice(pcm);
-                chunks += 1;
-                Ok(())
-            },
-            &mut |_| {},
-        )
-        .unwrap();
+    let out = synthesize(
+        &handle,
+        treq,
+        &mut |pcm| {
+            streamed.extend_from_slice(pcm);
+            chunks += 1;
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let e = Expected::load(&fixtures().join("llm/expected.safetensors")).unwrap();
     assert_eq!(
         out.codes,

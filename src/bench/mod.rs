@@ -6,7 +6,7 @@
 //! May use: engine, model, weights, config; anyhow allowed.
 
 use crate::config::{LayerKind, ModelConfig};
-use crate::generate::{Engine, EngineConfig, GenerationParams, Prompt};
+use crate::engine::{Engine, EngineConfig, GenerationParams, Prompt};
 use crate::model::{Model, ModelWeights};
 use crate::sampling::processors::SamplingParams;
 use crate::tensor::DType;
@@ -195,7 +195,39 @@ fn run_codec(seconds: usize, device: &Device) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Caps on the size flags: a benchmark never needs more, and a typo (`--batch 1000000000`)
+/// gets an error naming the flag instead of an attempt to allocate its KV cache.
+const MAX_BATCH: usize = 4096;
+const MAX_KV_TOKENS: usize = 1 << 22;
+const MAX_CODEC_SECONDS: usize = 3600;
+
+/// Check the size flags against the caps above, in checked arithmetic.
+fn check_sizes(a: &BenchArgs) -> anyhow::Result<()> {
+    let max_batch = a.batch.iter().copied().max().unwrap_or(1);
+    if a.batch.contains(&0) || max_batch > MAX_BATCH {
+        bail!("--batch {:?}: each batch size must be in 1..={MAX_BATCH}", a.batch);
+    }
+    if a.codec_seconds == 0 || a.codec_seconds > MAX_CODEC_SECONDS {
+        bail!("--codec-seconds {}: must be in 1..={MAX_CODEC_SECONDS}", a.codec_seconds);
+    }
+    let kv_tokens = a
+        .prompt_len
+        .checked_add(a.steps)
+        .and_then(|n| n.checked_add(32))
+        .and_then(|n| n.checked_mul(max_batch));
+    match kv_tokens {
+        Some(n) if n <= MAX_KV_TOKENS => Ok(()),
+        _ => bail!(
+            "--prompt-len {} + --steps {} at --batch {max_batch} needs more than {MAX_KV_TOKENS} \
+             KV-cache tokens",
+            a.prompt_len,
+            a.steps
+        ),
+    }
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    check_sizes(&a)?;
     let device = match a.device.as_str() {
         "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
         _ => Device::Cpu,
@@ -236,6 +268,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         EngineConfig {
             num_blocks: per_seq * max_batch.max(1) + 4,
             block_size,
+            // Whole prompts in one step, and no cache: the rounds repeat the same prompts
+            // and must measure their prefill each time.
+            max_num_batched_tokens: usize::MAX,
+            max_num_seqs: max_batch.max(1),
+            prefix_caching: false,
         },
     )?;
 
@@ -495,15 +532,15 @@ fn first_audio(
     device: &Device,
 ) -> anyhow::Result<()> {
     use crate::codec::stream::StreamDecoder;
-    use crate::generate::Event;
-    use crate::tts::FrameReverter;
+    use crate::engine::Event;
+    use crate::delay::{DelayPattern, FrameReverter};
     let codec = random_codec(device)?;
     let cfg = engine.model.cfg.clone();
     let mut p = gen_params();
     p.max_new_tokens = p.max_new_tokens.max(cfg.n_codebooks + 40);
     for round in 0..2 {
         // Round 0 warms the codec's kernels and the pool; round 1 is reported.
-        let mut rev = FrameReverter::new(cfg.n_codebooks, cfg.codebook_size);
+        let mut rev = FrameReverter::new(DelayPattern::of(&cfg));
         let mut dec = StreamDecoder::new(&codec, cfg.n_codebooks)?;
         let t = Instant::now();
         let id = engine.add(prompt, p.clone())?;

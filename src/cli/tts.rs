@@ -3,25 +3,20 @@
 //! scene descriptions, multi-speaker tags and long-form chunking, as `examples/generation.py`.
 //! Sampling flags default to that script's values. Progress goes to stderr.
 
-use crate::codec::model::AudioTokenizer;
-use crate::config::ModelConfig;
-use crate::generate::{Engine, EngineConfig, GenerationParams};
-use crate::model::{LoadOptions, Model, ModelWeights};
+use crate::engine::{
+    EngineConfig, EngineHandle, GenerationParams, HandleConfig, LoadSpec, TtsInput, TtsRequest,
+};
 use crate::prompt::{
     AudioClip, ChunkMethod, Chunking, PromptRequest, VoiceLibrary, VoicePlacement, VoiceRef,
     DEFAULT_SCENE,
 };
 use crate::sampling::processors::SamplingParams;
-use crate::tensor::{DType, Device};
-use crate::tokenizer::TextTokenizer;
-use crate::tts::{Tts, TtsOptions};
-use crate::weights::hub::resolve_model;
-use crate::weights::safetensors::Checkpoint;
+use crate::tensor::DType;
+use crate::tts::synthesize;
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -168,51 +163,40 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     if a.output.is_none() && !a.stream {
         bail!("give an output file with -o OUT.wav, or --stream for raw PCM on stdout");
     }
-    let req = read_request(&a)?;
-    let model_dir = resolve_model(&a.model, &["config.json"])?;
-    let codec_dir = resolve_model(&a.audio_tokenizer, &["config.json"])?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| model_dir.join("tokenizer.json"));
-    let tokenizer = TextTokenizer::from_file(&tok_path)
-        .with_context(|| format!("loading the text tokenizer {}", tok_path.display()))?;
-    let t0 = Instant::now();
-    let cfg = ModelConfig::load(&model_dir)?;
-    let ck = Checkpoint::open(&model_dir)?;
-    let device = match a.device.as_str() {
-        "cuda" => Device::cuda(0).context("opening CUDA device 0")?,
-        _ => Device::Cpu,
-    };
-    let dtype = if a.dtype == "f32" {
-        DType::F32
-    } else {
-        DType::BF16
-    };
-    let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
-    drop(ck);
-    if !device.is_cpu() {
-        w = w.to_device(&device, dtype)?;
+    // An unwritable -o is found now, not after the whole synthesis.
+    if let Some(path) = &a.output {
+        crate::atomic_file::check_writable(path)?;
     }
-    let codec = AudioTokenizer::load(&codec_dir)?.to_device(&device)?;
-    eprintln!(
-        "loaded model and codec in {:.1} s ({})",
-        t0.elapsed().as_secs_f64(),
-        if device.is_cpu() {
-            "cpu".to_string()
-        } else {
-            format!("{}, {}", device.name(), dtype.name())
-        }
-    );
+    let req = read_request(&a)?;
     let block_size = 16;
-    let mut engine = Engine::new(
-        Arc::new(Model::new(cfg, w)),
-        EngineConfig {
+    let spec = LoadSpec {
+        model: a.model.clone(),
+        audio_tokenizer: a.audio_tokenizer.clone(),
+        tokenizer: a.tokenizer.clone(),
+        device: a.device.clone(),
+        dtype: if a.dtype == "f32" {
+            DType::F32
+        } else {
+            DType::BF16
+        },
+        engine: EngineConfig {
             num_blocks: a.max_context.div_ceil(block_size),
             block_size,
+            ..Default::default()
         },
-    )?;
-    let sp = tokenizer.special();
+    };
+    let t0 = Instant::now();
+    let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default())?;
+    let device_name = if a.device == "cpu" {
+        "cpu".to_string()
+    } else {
+        format!("cuda, {}", a.dtype)
+    };
+    eprintln!(
+        "loaded model and codec in {:.1} s ({device_name})",
+        t0.elapsed().as_secs_f64()
+    );
+    let sp = handle.tokenizer().special();
     let mut gen = GenerationParams::new(a.max_new_tokens, vec![sp.eot_id.0, sp.end_of_text.0]);
     gen.sampling = SamplingParams {
         temperature: a.temperature,
@@ -222,10 +206,8 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     gen.ras_win_len = a.ras_win_len;
     gen.ras_max_repeat = a.ras_win_max_num_repeat;
     gen.seed = a.seed;
-    let opts = TtsOptions {
-        gen,
-        force_audio: a.force_audio,
-    };
+    let mut treq = TtsRequest::new(TtsInput::LongForm(req), gen);
+    treq.force_audio = a.force_audio;
 
     let start = Instant::now();
     let stdout = std::io::stdout();
@@ -253,12 +235,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
             fps / 25.0
         );
     };
-    let mut tts = Tts {
-        engine: &mut engine,
-        codec: &codec,
-        tokenizer: &tokenizer,
-    };
-    let out = tts.synthesize(&req, &opts, &mut on_audio, &mut on_progress)?;
+    let out = synthesize(&handle, treq, &mut on_audio, &mut on_progress)?;
     let secs = start.elapsed().as_secs_f64();
     let frames = out.codes.first().map_or(0, Vec::len);
     eprintln!("\rgenerated {frames} frames = {:.2} s of audio in {secs:.2} s ({:.1} frames/s); finish: {:?}", out.samples.len() as f64 / 24000.0, frames as f64 / secs, out.finish);

@@ -34,17 +34,154 @@ impl AudioTokenizer {
     }
 }
 
+/// The codes of one stream and how far its audio has been emitted, without the codec: a
+/// serving loop keeps one per request and decodes the windows of many streams in one
+/// `AudioTokenizer::decode_batch` call. `StreamDecoder` is the one-stream wrapper.
+#[derive(Clone, Debug)]
+pub struct StreamState {
+    /// Codes from absolute frame `base` on; older frames are no longer needed as context.
+    codes: Vec<Vec<u32>>,
+    base: usize,
+    total: usize,
+    emitted: usize,
+}
+
+/// One decode to run: `codes` is the window, and its audio from sample `cut_start` on
+/// (`cut_len` samples, at the codec's hop per frame) is the stream's next chunk.
+#[derive(Clone, Debug)]
+pub struct StreamWindow {
+    pub codes: Vec<Vec<u32>>,
+    /// Frames of context before the emitted frames, and frames emitted.
+    skip_frames: usize,
+    frames: usize,
+    ready: usize,
+}
+
+impl StreamWindow {
+    /// Frames whose audio this window yields.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
+impl StreamState {
+    pub fn new(n_codebooks: usize) -> Self {
+        StreamState {
+            codes: vec![Vec::new(); n_codebooks],
+            base: 0,
+            total: 0,
+            emitted: 0,
+        }
+    }
+
+    pub fn frames_pushed(&self) -> usize {
+        self.total
+    }
+
+    pub fn frames_emitted(&self) -> usize {
+        self.emitted
+    }
+
+    /// Frames whose audio is final now (10 frames of lookahead), or all at the end.
+    pub fn ready(&self, finished: bool) -> usize {
+        if finished {
+            self.total
+        } else {
+            self.total.saturating_sub(CONTEXT_FRAMES)
+        }
+    }
+
+    /// Appends frames `[n_codebooks][k]` (checked against the codec when decoded).
+    pub fn push(&mut self, frames: &[Vec<u32>]) -> Result<()> {
+        if frames.len() != self.codes.len() {
+            return Err(Error::BadRequest(format!(
+                "pushed {} codebooks, the stream has {}",
+                frames.len(),
+                self.codes.len()
+            )));
+        }
+        let k = frames.first().map_or(0, Vec::len);
+        if frames.iter().any(|r| r.len() != k) {
+            return Err(Error::BadRequest(
+                "pushed codebook rows of different lengths".into(),
+            ));
+        }
+        for (row, new) in self.codes.iter_mut().zip(frames) {
+            row.extend_from_slice(new);
+        }
+        self.total += k;
+        Ok(())
+    }
+
+    /// The window that yields the audio of frames `[emitted, ready)`, or None when there is
+    /// nothing new.
+    pub fn window(&self, ready: usize) -> Option<StreamWindow> {
+        let ready = ready.min(self.total);
+        if ready <= self.emitted {
+            return None;
+        }
+        // The window's left edge is >= base because base never passes emitted - CONTEXT.
+        let start = self.emitted.saturating_sub(CONTEXT_FRAMES);
+        let end = (ready + CONTEXT_FRAMES).min(self.total);
+        Some(StreamWindow {
+            codes: self
+                .codes
+                .iter()
+                .map(|row| row[start - self.base..end - self.base].to_vec())
+                .collect(),
+            skip_frames: self.emitted - start,
+            frames: ready - self.emitted,
+            ready,
+        })
+    }
+
+    /// Takes the decoded audio of `w` (from `window`): returns the stream's next samples and
+    /// drops codes no later window needs.
+    pub fn complete(&mut self, w: &StreamWindow, audio: &[f32], hop: usize) -> Result<Vec<f32>> {
+        let (a, b) = (w.skip_frames * hop, (w.skip_frames + w.frames) * hop);
+        if b > audio.len() || w.ready != self.emitted + w.frames {
+            return Err(Error::Other(format!(
+                "stream decode: window of {} samples for frames {}..{} (emitted {})",
+                audio.len(),
+                w.ready - w.frames,
+                w.ready,
+                self.emitted
+            )));
+        }
+        let out = audio[a..b].to_vec();
+        self.emitted = w.ready;
+        let keep_from = w.ready.saturating_sub(CONTEXT_FRAMES);
+        if keep_from > self.base {
+            for row in &mut self.codes {
+                row.drain(..keep_from - self.base);
+            }
+            self.base = keep_from;
+        }
+        Ok(out)
+    }
+}
+
+impl AudioTokenizer {
+    /// Decodes several independent code windows in one call (the serving loop's per-step
+    /// batch of every stream with new frames). On the CPU the windows run in parallel; on a
+    /// GPU one after another on the one stream (a batched decoder kernel is issue 14).
+    pub fn decode_batch(&self, windows: &[&[Vec<u32>]]) -> Result<Vec<Vec<f32>>> {
+        if self.decode_device().is_cpu() && windows.len() > 1 {
+            use rayon::prelude::*;
+            windows.par_iter().map(|w| self.decode(w)).collect()
+        } else {
+            windows.iter().map(|w| self.decode(w)).collect()
+        }
+    }
+}
+
 /// Streaming decoder: push code frames as the LLM completes them, get back the audio of every
 /// frame that has 10 frames of lookahead (or all of it at `finish`). The concatenation of all
 /// returned chunks equals `decode` of all pushed frames, sample for sample.
 #[derive(Debug)]
 pub struct StreamDecoder<'a> {
     codec: &'a AudioTokenizer,
-    /// Codes from absolute frame `base` on; older frames are no longer needed as context.
-    codes: Vec<Vec<u32>>,
-    base: usize,
-    total: usize,
-    emitted: usize,
+    state: StreamState,
     min_chunk: usize,
 }
 
@@ -59,10 +196,7 @@ impl<'a> StreamDecoder<'a> {
         }
         Ok(StreamDecoder {
             codec,
-            codes: vec![Vec::new(); n_codebooks],
-            base: 0,
-            total: 0,
-            emitted: 0,
+            state: StreamState::new(n_codebooks),
             min_chunk: 1,
         })
     }
@@ -75,28 +209,18 @@ impl<'a> StreamDecoder<'a> {
     }
 
     pub fn frames_pushed(&self) -> usize {
-        self.total
+        self.state.frames_pushed()
     }
     pub fn frames_emitted(&self) -> usize {
-        self.emitted
+        self.state.frames_emitted()
     }
 
     /// Append frames `[n_codebooks][k]`; returns the samples that became final (maybe none).
     pub fn push(&mut self, frames: &[Vec<u32>]) -> Result<Vec<f32>> {
-        if frames.len() != self.codes.len() {
-            return Err(Error::BadRequest(format!(
-                "pushed {} codebooks, the stream has {}",
-                frames.len(),
-                self.codes.len()
-            )));
-        }
-        let k = self.codec.rvq.check_codes(frames)?;
-        for (row, new) in self.codes.iter_mut().zip(frames) {
-            row.extend_from_slice(new);
-        }
-        self.total += k;
-        let ready = self.total.saturating_sub(CONTEXT_FRAMES);
-        if ready >= self.emitted + self.min_chunk {
+        self.codec.rvq.check_codes(frames)?;
+        self.state.push(frames)?;
+        let ready = self.state.ready(false);
+        if ready >= self.state.frames_emitted() + self.min_chunk {
             self.emit(ready)
         } else {
             Ok(Vec::new())
@@ -105,33 +229,15 @@ impl<'a> StreamDecoder<'a> {
 
     /// Audio of every frame not yet returned; the stream then holds no pending frames.
     pub fn finish(&mut self) -> Result<Vec<f32>> {
-        let total = self.total;
-        self.emit(total)
+        let ready = self.state.ready(true);
+        self.emit(ready)
     }
 
     fn emit(&mut self, ready: usize) -> Result<Vec<f32>> {
-        if ready <= self.emitted {
+        let Some(w) = self.state.window(ready) else {
             return Ok(Vec::new());
-        }
-        // The window's left edge is >= base because base never passes emitted - CONTEXT.
-        let start = self.emitted.saturating_sub(CONTEXT_FRAMES);
-        let end = (ready + CONTEXT_FRAMES).min(self.total);
-        let window: Vec<Vec<u32>> = self
-            .codes
-            .iter()
-            .map(|row| row[start - self.base..end - self.base].to_vec())
-            .collect();
-        let audio = self.codec.decode(&window)?;
-        let hop = self.codec.hop_length();
-        let out = audio[(self.emitted - start) * hop..(ready - start) * hop].to_vec();
-        self.emitted = ready;
-        let keep_from = ready.saturating_sub(CONTEXT_FRAMES);
-        if keep_from > self.base {
-            for row in &mut self.codes {
-                row.drain(..keep_from - self.base);
-            }
-            self.base = keep_from;
-        }
-        Ok(out)
+        };
+        let audio = self.codec.decode(&w.codes)?;
+        self.state.complete(&w, &audio, self.codec.hop_length())
     }
 }

@@ -1,7 +1,9 @@
 //! Per-sequence block tables over a `BlockPool`: admission (`can_allocate`), growth
-//! (`allocate_slots`), prefix sharing with copy-on-write (`fork`, `fork_prefix`), release
-//! (`free`) and the token → slot mapping handed to the `kv_cache` kernels. Host-only; never
-//! touches device memory. May use: `error`, `kv::block_pool`.
+//! (`allocate_slots`), prefix sharing with copy-on-write (`fork`, `fork_prefix`), the hashed
+//! prefix cache of full blocks (`kv::prefix`: `cached_prefix`, `add_sequence_with_prefix`,
+//! `cache_full_blocks`), release (`free`) and the token → slot mapping handed to the
+//! `kv_cache` kernels. Host-only; never touches device memory.
+//! May use: `error`, `kv::block_pool`, `kv::prefix`.
 //!
 //! Counterparts: vLLM `v1/core/kv_cache_manager.py` (`allocate_slots`, `free`), vLLM v0
 //! `core/interfaces.py` (`AllocStatus`) and `core/block_manager.py` (fork + copy-on-write), and
@@ -16,6 +18,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::kv::block_pool::{BlockId, BlockPool};
+use crate::kv::prefix::{BlockHash, PrefixCache, PrefixStats};
 
 /// One sequence's handle in the manager (the scheduler maps request ids onto these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +55,8 @@ pub struct KvCacheManager {
     pool: BlockPool,
     block_size: usize,
     seqs: HashMap<SeqId, SeqBlocks>,
+    /// Full blocks kept by content hash; holds one reference on each (see `kv::prefix`).
+    prefix: PrefixCache,
 }
 
 impl KvCacheManager {
@@ -68,6 +73,7 @@ impl KvCacheManager {
                 pool: BlockPool::new(nb),
                 block_size,
                 seqs: HashMap::new(),
+                prefix: PrefixCache::new(nb as usize),
             }),
             _ => Err(Error::BadRequest(format!(
                 "kv cache: {num_blocks} blocks x {block_size} slots exceeds the i32 slot range"
@@ -83,8 +89,116 @@ impl KvCacheManager {
         self.pool.num_blocks()
     }
 
+    /// Blocks an allocation can take now: free ones plus cached blocks nobody references
+    /// (evicted on demand, least recently used first).
     pub fn num_free_blocks(&self) -> usize {
+        self.pool.num_free() + self.prefix.num_evictable()
+    }
+
+    /// Blocks on the free list proper (not counting evictable cached blocks).
+    pub fn num_unused_blocks(&self) -> usize {
         self.pool.num_free()
+    }
+
+    /// Blocks held by the prefix cache (referenced by sequences or not).
+    pub fn num_cached_blocks(&self) -> usize {
+        self.prefix.num_cached()
+    }
+
+    /// Cached blocks no sequence references (the LRU eviction candidates).
+    pub fn num_evictable_blocks(&self) -> usize {
+        self.prefix.num_evictable()
+    }
+
+    /// Turns the prefix cache on or off (on by default). Turning it off drops every
+    /// unreferenced cached block back to the free list.
+    pub fn set_prefix_caching(&mut self, on: bool) -> Result<()> {
+        self.prefix.set_enabled(on);
+        if !on {
+            while let Some(b) = self.prefix.evict_lru() {
+                self.pool.release(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix.enabled()
+    }
+
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix.stats()
+    }
+
+    /// The cached blocks that hold the longest prefix of `hashes` (a chain: block i's hash
+    /// covers blocks 0..=i), at most `max_blocks` of them.
+    pub fn cached_prefix(&self, hashes: &[BlockHash], max_blocks: usize) -> Vec<BlockId> {
+        self.prefix.lookup(&hashes[..hashes.len().min(max_blocks)])
+    }
+
+    /// Counts an admitted sequence's prefix lookup in the stats.
+    pub fn record_prefix_lookup(&mut self, queried_blocks: usize, hit_blocks: usize) {
+        if self.prefix.enabled() {
+            self.prefix.record(queried_blocks, hit_blocks);
+        }
+    }
+
+    /// Registers `seq` holding `blocks` (from `cached_prefix`) as its first tokens: each block
+    /// gains a reference and leaves the eviction list; no block is taken from the pool.
+    pub fn add_sequence_with_prefix(&mut self, seq: SeqId, blocks: &[BlockId]) -> Result<()> {
+        if self.seqs.contains_key(&seq) {
+            return Err(Error::Other(format!(
+                "kv cache: sequence {} already exists",
+                seq.0
+            )));
+        }
+        for (i, &b) in blocks.iter().enumerate() {
+            if let Err(e) = self.pool.incref(b) {
+                for &done in &blocks[..i] {
+                    let _ = self.release_block(done);
+                }
+                return Err(e);
+            }
+            self.prefix.touch_referenced(b);
+        }
+        self.seqs.insert(
+            seq,
+            SeqBlocks {
+                blocks: blocks.to_vec(),
+                num_tokens: blocks.len() * self.block_size,
+            },
+        );
+        Ok(())
+    }
+
+    /// Offers blocks `first .. first + hashes.len()` of `seq` (full and computed; `hashes`
+    /// are their chain hashes) to the prefix cache. A hash the cache already holds keeps its
+    /// own block; new ones take a reference.
+    pub fn cache_full_blocks(
+        &mut self,
+        seq: SeqId,
+        first: usize,
+        hashes: &[BlockHash],
+    ) -> Result<()> {
+        if !self.prefix.enabled() {
+            return Ok(());
+        }
+        let s = self.seqs.get(&seq).ok_or_else(|| unknown(seq))?;
+        let full = s.num_tokens / self.block_size;
+        if first + hashes.len() > full {
+            return Err(Error::Other(format!(
+                "kv cache: blocks {first}+{} offered for sequence {} with {full} full blocks",
+                hashes.len(),
+                seq.0
+            )));
+        }
+        let blocks = s.blocks[first..first + hashes.len()].to_vec();
+        for (&b, &h) in blocks.iter().zip(hashes) {
+            if self.prefix.insert(h, b) {
+                self.pool.incref(b)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn num_sequences(&self) -> usize {
@@ -110,7 +224,7 @@ impl KvCacheManager {
         let needed = self.blocks_for_tokens(total_tokens);
         if needed > self.pool.num_blocks() {
             AllocStatus::Never
-        } else if needed > self.pool.num_free() {
+        } else if needed > self.num_free_blocks() {
             AllocStatus::Later
         } else {
             AllocStatus::Ok
@@ -143,33 +257,35 @@ impl KvCacheManager {
     /// writes. When the pool is short, returns `Error::Capacity` and changes nothing.
     pub fn allocate_slots(&mut self, seq: SeqId, n_new_tokens: usize) -> Result<Option<BlockCopy>> {
         let growth = self.growth(self.seq(seq)?, n_new_tokens)?;
-        let free_blocks = self.pool.num_free();
+        let free_blocks = self.num_free_blocks();
         if growth.total() > free_blocks {
             return Err(Error::Capacity {
                 needed_blocks: growth.total(),
                 free_blocks,
             });
         }
-        // Past this check the pool holds `growth.total()` free blocks and the copy-on-write
-        // source has ref count > 1, so no step below can fail: all-or-nothing without a
-        // rollback path.
-        let s = self.seqs.get_mut(&seq).ok_or_else(|| unknown(seq))?;
-        let fresh: Vec<BlockId> = (0..growth.total())
-            .filter_map(|_| self.pool.allocate())
-            .collect();
-        debug_assert_eq!(fresh.len(), growth.total());
+        // Past this check the pool (free list + evictable cached blocks) holds
+        // `growth.total()` blocks and the copy-on-write source has ref count > 1, so no step
+        // below can fail: all-or-nothing without a rollback path.
+        let mut fresh = Vec::with_capacity(growth.total());
+        for _ in 0..growth.total() {
+            fresh.push(self.take_block()?);
+        }
         let mut fresh = fresh.into_iter();
+        let s = self.seqs.get_mut(&seq).ok_or_else(|| unknown(seq))?;
         let mut copy = None;
         if growth.cow {
             if let (Some(last), Some(to)) = (s.blocks.last_mut(), fresh.next()) {
                 let from = std::mem::replace(last, to);
-                // Drops our share only; the other holders keep `from` with its contents.
-                self.pool.release(from)?;
                 copy = Some(BlockCopy { from, to });
             }
         }
         s.blocks.extend(fresh);
         s.num_tokens += n_new_tokens;
+        if let Some(c) = copy {
+            // Drops our share only; the other holders keep `from` with its contents.
+            self.release_block(c.from)?;
+        }
         Ok(copy)
     }
 
@@ -202,10 +318,11 @@ impl KvCacheManager {
                 // Unreachable while tables and pool agree; undo so a broken invariant cannot
                 // also leak references.
                 for &done in &blocks[..i] {
-                    let _ = self.pool.release(done);
+                    let _ = self.release_block(done);
                 }
                 return Err(e);
             }
+            self.prefix.touch_referenced(b);
         }
         self.seqs.insert(
             dst,
@@ -224,7 +341,7 @@ impl KvCacheManager {
         let mut first_err = None;
         for b in s.blocks {
             // Keep releasing after an error so one bad id cannot leak the rest.
-            if let Err(e) = self.pool.release(b) {
+            if let Err(e) = self.release_block(b) {
                 first_err.get_or_insert(e);
             }
         }
@@ -269,6 +386,34 @@ impl KvCacheManager {
     /// `pos < s.num_tokens` is the caller's check; the table covers every such position.
     fn slot_of(&self, s: &SeqBlocks, pos: usize) -> usize {
         s.blocks[pos / self.block_size].0 as usize * self.block_size + pos % self.block_size
+    }
+
+    /// A block for a table: from the free list, else the least recently used unreferenced
+    /// cached block (its hash is forgotten). The caller checked `num_free_blocks` first.
+    fn take_block(&mut self) -> Result<BlockId> {
+        if let Some(b) = self.pool.allocate() {
+            return Ok(b);
+        }
+        let victim = self.prefix.evict_lru().ok_or(Error::Capacity {
+            needed_blocks: 1,
+            free_blocks: 0,
+        })?;
+        // The cache held the only reference: this returns it to the free list.
+        self.pool.release(victim)?;
+        self.pool.allocate().ok_or(Error::Capacity {
+            needed_blocks: 1,
+            free_blocks: 0,
+        })
+    }
+
+    /// Drops one table's reference; a cached block left with only the cache's reference
+    /// becomes evictable.
+    fn release_block(&mut self, b: BlockId) -> Result<()> {
+        self.pool.release(b)?;
+        if self.pool.ref_count(b)? == 1 {
+            self.prefix.touch_unreferenced(b);
+        }
+        Ok(())
     }
 
     fn seq(&self, seq: SeqId) -> Result<&SeqBlocks> {

@@ -4,90 +4,41 @@
 //! May use: tokenizer, error. Spec: model.md §4.1, §4.4 (expansion), §7 (delay pattern); the
 //! reference is `HiggsAudioSampleCollator.__call__` and `merge_input_ids_with_audio_features`.
 
+use crate::delay::DelayPattern;
 use crate::error::{Error, Result};
 
-/// Stream BOS code: the wrap column before a segment and the delay padding at its start.
-pub const AUDIO_STREAM_BOS: u32 = 1024;
-/// Stream EOS code: the wrap column after a segment and the delay padding at its end.
-pub const AUDIO_STREAM_EOS: u32 = 1025;
-/// Codebooks per audio column in the released config.
-pub const NUM_CODEBOOKS: usize = 8;
+/// The prompt builder collates with the released layout (it sees tokens, not the model
+/// config); the engine delays prompt audio with the model's own pattern (`delay::DelayPattern`).
+const AUDIO_STREAM_BOS: u32 = DelayPattern::released().bos;
+const AUDIO_STREAM_EOS: u32 = DelayPattern::released().eos;
+const NUM_CODEBOOKS: usize = DelayPattern::released().n_codebooks;
 
-/// Delays codebook q by q columns (`build_delay_pattern_mask`): [C, L] → [C, L+C−1], the q
-/// cells opened at the start of row q hold `bos`, the cells past its end hold `eos`.
-/// The input is normally an already wrapped segment ([`wrap_and_delay`] does both).
+fn pattern(bos: u32, eos: u32) -> DelayPattern {
+    DelayPattern {
+        bos,
+        eos,
+        ..DelayPattern::released()
+    }
+}
+
+/// [`DelayPattern::delay`] with the given BOS/EOS (`build_delay_pattern_mask`).
 pub fn build_delay_pattern(codes: &[Vec<u32>], bos: u32, eos: u32) -> Vec<Vec<u32>> {
-    let n_rows = codes.len();
-    let len = codes.first().map_or(0, Vec::len);
-    let out_len = len + n_rows.saturating_sub(1);
-    codes
-        .iter()
-        .enumerate()
-        .map(|(q, row)| {
-            (0..out_len)
-                .map(|j| {
-                    if j < q {
-                        bos
-                    } else {
-                        row.get(j - q).copied().unwrap_or(eos)
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    pattern(bos, eos).delay(codes)
 }
 
-/// Inverse of [`build_delay_pattern`] (`revert_delay_pattern`): [C, L] → [C, L−C+1] with
-/// `R[q][t] = Y[q][t + q]`. Rows shorter than C−1 columns give empty rows.
+/// [`DelayPattern::revert`] (`revert_delay_pattern`).
 pub fn revert_delay_pattern(delayed: &[Vec<u32>]) -> Vec<Vec<u32>> {
-    let n_rows = delayed.len();
-    let len = delayed.first().map_or(0, Vec::len);
-    let out_len = (len + 1).saturating_sub(n_rows);
-    delayed
-        .iter()
-        .enumerate()
-        // A ragged (malformed) row reads as EOS rather than panicking.
-        .map(|(q, row)| {
-            (0..out_len)
-                .map(|t| row.get(t + q).copied().unwrap_or(AUDIO_STREAM_EOS))
-                .collect()
-        })
-        .collect()
+    DelayPattern::released().revert(delayed)
 }
 
-/// What the collator does to every segment: a `bos` column before, an `eos` column after
-/// (T+2 columns), then the delay pattern: [C, T] → [C, T+C+1] (T+9 for 8 codebooks).
+/// [`DelayPattern::wrap_and_delay`]: [C, T] -> [C, T+C+1].
 pub fn wrap_and_delay(codes: &[Vec<u32>], bos: u32, eos: u32) -> Vec<Vec<u32>> {
-    let wrapped: Vec<Vec<u32>> = codes
-        .iter()
-        .map(|row| {
-            let mut w = Vec::with_capacity(row.len() + 2);
-            w.push(bos);
-            w.extend_from_slice(row);
-            w.push(eos);
-            w
-        })
-        .collect();
-    build_delay_pattern(&wrapped, bos, eos)
+    pattern(bos, eos).wrap_and_delay(codes)
 }
 
-/// Turns one generated (delayed) audio segment back into codec frames the way both reference
-/// drivers do: revert the delay, clip to 0..=1023, drop the first and last frame (the wrapped
-/// stream BOS/EOS).
+/// [`DelayPattern::to_frames`] of the released pattern.
 pub fn generated_to_frames(delayed: &[Vec<u32>]) -> Vec<Vec<u32>> {
-    revert_delay_pattern(delayed)
-        .into_iter()
-        .map(|row| {
-            let n = row.len();
-            if n < 2 {
-                return Vec::new();
-            }
-            row[1..n - 1]
-                .iter()
-                .map(|&c| c.min(AUDIO_STREAM_BOS - 1))
-                .collect()
-        })
-        .collect()
+    DelayPattern::released().to_frames(delayed)
 }
 
 /// Checks a code matrix is C rows of equal length with codes below 1024.
@@ -152,12 +103,15 @@ pub struct Placeholder {
     pub filled: bool,
 }
 
-/// One wrapped and delayed segment, [C, T+C+1].
+/// One segment: its codec codes and their wrapped and delayed layout, [C, T+C+1] (the
+/// collator's view, checked against the reference; the engine delays `codes` itself, once).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub label: String,
     /// Codec frames T before wrapping.
     pub frames: usize,
+    /// The codec codes, [C, T].
+    pub codes: Vec<Vec<u32>>,
     /// C rows of T+C+1 columns.
     pub columns: Vec<Vec<u32>>,
 }
@@ -254,6 +208,7 @@ impl ModelInput {
                 let seg = Segment {
                     label: audio.label.clone(),
                     frames,
+                    codes: audio.codes.clone(),
                     columns: wrap_and_delay(&audio.codes, AUDIO_STREAM_BOS, AUDIO_STREAM_EOS),
                 };
                 match kind {

@@ -8,7 +8,7 @@ use super::fixture::{read_json, Expected};
 use super::{compare, CaseResult};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::generate::{Engine, EngineConfig, GenerationParams, Output, Prompt};
+use crate::engine::{Engine, EngineConfig, GenerationParams, Output, Prompt};
 use crate::model::{BatchInputs, ForwardOptions, LoadOptions, Model, ModelWeights, RowInput};
 use crate::sampling::processors::SamplingParams;
 use crate::weights::safetensors::Checkpoint;

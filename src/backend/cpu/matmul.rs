@@ -94,6 +94,9 @@ fn dot4(w: &[f32], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32]) -> [f32; 4] {
     r
 }
 
+/// Width of the k chunks both paths sum over (see `matmul`).
+const KC: usize = 256;
+
 /// Prefill-sized products (n >= 4): k is cut into L1-sized chunks; each task widens its 16
 /// weight rows of one chunk once and runs every group of four activation rows against them,
 /// so both operands of the inner `dot4` come from L1 instead of streaming x from L2 per row.
@@ -106,7 +109,6 @@ fn matmul_blocked<W: WeightRows + ?Sized>(
     y: &mut [f32],
 ) {
     const BLOCK: usize = 16;
-    const KC: usize = 256;
     let yp = SyncPtr(y.as_mut_ptr());
     (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
         let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(out));
@@ -154,6 +156,11 @@ fn matmul_blocked<W: WeightRows + ?Sized>(
 }
 
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
+///
+/// Batch-invariant: every output is the sum, in order, of the `dot`s of its row over the same
+/// `KC`-wide chunks of k, whatever `n` is, so a row gives bit-identical results alone, in a
+/// decode batch or inside a prefill chunk. The serving scheduler relies on this (chunked
+/// prefill, recompute after preemption and prefix-cache hits must not change any output).
 pub fn matmul<W: WeightRows + ?Sized>(
     x: &[f32],
     n: usize,
@@ -183,26 +190,17 @@ pub fn matmul<W: WeightRows + ?Sized>(
                     &wrow
                 }
             };
-            let mut i = 0;
-            while i + 4 <= n {
-                let r = dot4(
-                    wr,
-                    &x[i * k..(i + 1) * k],
-                    &x[(i + 1) * k..(i + 2) * k],
-                    &x[(i + 2) * k..(i + 3) * k],
-                    &x[(i + 3) * k..(i + 4) * k],
-                );
-                for (d, v) in r.iter().enumerate() {
-                    // SAFETY: column j belongs to this task's block only; row i+d < n.
-                    unsafe { *yp.ptr().add((i + d) * out + j) = *v };
+            for i in 0..n {
+                let xi = &x[i * k..(i + 1) * k];
+                let mut acc = 0f32;
+                let mut kc = 0;
+                while kc < k {
+                    let kl = KC.min(k - kc);
+                    acc += dot(&wr[kc..kc + kl], &xi[kc..kc + kl]);
+                    kc += kl;
                 }
-                i += 4;
-            }
-            while i < n {
-                let v = dot(wr, &x[i * k..(i + 1) * k]);
-                // SAFETY: as above.
-                unsafe { *yp.ptr().add(i * out + j) = v };
-                i += 1;
+                // SAFETY: column j belongs to this task's block only; row i < n.
+                unsafe { *yp.ptr().add(i * out + j) = acc };
             }
         }
     });

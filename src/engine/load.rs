@@ -1,0 +1,76 @@
+//! Loading what the engine thread owns from disk: the generation model (folder or Hugging
+//! Face id), the codec, the text tokenizer, on a device and dtype. Shared by `higgs tts`,
+//! `higgs serve` and benchmarks. May use: config, weights, model, codec, tokenizer, tensor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::core::EngineConfig;
+use super::handle::EngineParts;
+use crate::codec::model::AudioTokenizer;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::{LoadOptions, Model, ModelWeights};
+use crate::tensor::{DType, Device};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::hub::resolve_model;
+use crate::weights::safetensors::Checkpoint;
+
+/// Where the parts come from.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Model folder or HF id.
+    pub model: String,
+    /// Codec folder or HF id.
+    pub audio_tokenizer: String,
+    /// tokenizer.json (default: the model folder's).
+    pub tokenizer: Option<PathBuf>,
+    /// "cpu" or "cuda" (GPU 0).
+    pub device: String,
+    /// Weights and activations on CUDA (the CPU computes in f32 from the stored weights).
+    pub dtype: DType,
+    pub engine: EngineConfig,
+}
+
+impl LoadSpec {
+    /// The model folder (resolving an HF id).
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        resolve_model(&self.model, &["config.json"])
+    }
+
+    /// Loads everything; run it on the engine thread (`EngineHandle::spawn`).
+    pub fn load(&self) -> Result<EngineParts> {
+        let model_dir = self.model_dir()?;
+        let codec_dir = resolve_model(&self.audio_tokenizer, &["config.json"])?;
+        let tok_path = self
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| model_dir.join("tokenizer.json"));
+        let tokenizer = TextTokenizer::from_file(&tok_path).map_err(|e| {
+            Error::Tokenizer(format!("loading {}: {e}", tok_path.display()))
+        })?;
+        let cfg = ModelConfig::load(&model_dir)?;
+        let ck = Checkpoint::open(&model_dir)?;
+        let device = match self.device.as_str() {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::cuda(0)?,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "device `{other}`: expected cpu or cuda"
+                )))
+            }
+        };
+        let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
+        drop(ck);
+        if !device.is_cpu() {
+            w = w.to_device(&device, self.dtype)?;
+        }
+        let codec = AudioTokenizer::load(&codec_dir)?.to_device(&device)?;
+        Ok(EngineParts {
+            model: Arc::new(Model::new(cfg, w)),
+            codec,
+            tokenizer: Arc::new(tokenizer),
+            config: self.engine,
+        })
+    }
+}
