@@ -259,7 +259,9 @@ mod tests {
             eos: 65,
             codebook_size: 64,
         };
-        let codes: Vec<Vec<u32>> = (0..4).map(|q| (0..6).map(|t| q * 10 + t).collect()).collect();
+        let codes: Vec<Vec<u32>> = (0..4)
+            .map(|q| (0..6).map(|t| q * 10 + t).collect())
+            .collect();
         let d = p.wrap_and_delay(&codes);
         let mut st = DelayState::default();
         let n = d[0].len();

@@ -401,7 +401,9 @@ impl Engine {
             Vec::new()
         };
         let h = self.model.cfg.hidden;
-        let sampled: Vec<usize> = (0..out.seqs.len()).filter(|&k| out.seqs[k].samples).collect();
+        let sampled: Vec<usize> = (0..out.seqs.len())
+            .filter(|&k| out.seqs[k].samples)
+            .collect();
         let sampled_ids: Vec<SeqId> = sampled.iter().map(|&k| out.seqs[k].id).collect();
         if record_hidden {
             for (k, s) in out.seqs.iter().enumerate() {
@@ -490,4 +492,3 @@ impl Engine {
         }
     }
 }
-

@@ -90,6 +90,12 @@ enum Command {
         reply: oneshot::Sender<Result<RequestId>>,
     },
     Abort(RequestId),
+    /// Encode a mono clip (resampled to the codec rate first) to codec codes.
+    Encode {
+        samples: Vec<f32>,
+        sample_rate_hz: u32,
+        reply: oneshot::Sender<Result<Vec<Vec<u32>>>>,
+    },
     /// Fault injection: the next step with work fails.
     FailNextStep,
     Shutdown,
@@ -317,6 +323,41 @@ impl EngineHandle {
         })
     }
 
+    fn begin_encode(
+        &self,
+        samples: Vec<f32>,
+        sample_rate_hz: u32,
+    ) -> Result<oneshot::Receiver<Result<Vec<Vec<u32>>>>> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::Encode {
+                samples,
+                sample_rate_hz,
+                reply,
+            })
+            .map_err(|_| Error::Other("the engine thread has stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Codec codes `[n_q][T]` of a mono clip at `sample_rate_hz` (resampled to the codec's
+    /// rate as voice prompts are). Runs on the engine thread, between steps. Blocking.
+    pub fn encode(&self, samples: Vec<f32>, sample_rate_hz: u32) -> Result<Vec<Vec<u32>>> {
+        self.begin_encode(samples, sample_rate_hz)?
+            .blocking_recv()
+            .map_err(|_| Error::Other("the engine thread has stopped".into()))?
+    }
+
+    /// `encode` for async callers.
+    pub async fn encode_async(
+        &self,
+        samples: Vec<f32>,
+        sample_rate_hz: u32,
+    ) -> Result<Vec<Vec<u32>>> {
+        self.begin_encode(samples, sample_rate_hz)?
+            .await
+            .map_err(|_| Error::Other("the engine thread has stopped".into()))?
+    }
+
     /// Aborts a request (no-op when it already ended).
     pub fn abort(&self, id: RequestId) {
         if let Ok(tx) = self.sender() {
@@ -372,7 +413,10 @@ impl EngineLoop {
                 None
             };
             let mut stop = false;
-            for c in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            for c in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
                 if !self.command(c) {
                     stop = true;
                 }
@@ -421,6 +465,16 @@ impl EngineLoop {
             }
             Command::Abort(id) => {
                 let _ = self.out.abort(&mut self.engine, id);
+            }
+            Command::Encode {
+                samples,
+                sample_rate_hz,
+                reply,
+            } => {
+                let rate = self.codec.sample_rate() as u32;
+                let r = crate::audio::resample::resample(&samples, sample_rate_hz, rate)
+                    .and_then(|x| self.codec.encode(&x));
+                let _ = reply.send(r);
             }
             Command::FailNextStep => self.engine.fail_next_step(),
             Command::Shutdown => return false,

@@ -46,9 +46,8 @@ impl LoadSpec {
             .tokenizer
             .clone()
             .unwrap_or_else(|| model_dir.join("tokenizer.json"));
-        let tokenizer = TextTokenizer::from_file(&tok_path).map_err(|e| {
-            Error::Tokenizer(format!("loading {}: {e}", tok_path.display()))
-        })?;
+        let tokenizer = TextTokenizer::from_file(&tok_path)
+            .map_err(|e| Error::Tokenizer(format!("loading {}: {e}", tok_path.display())))?;
         let cfg = ModelConfig::load(&model_dir)?;
         let ck = Checkpoint::open(&model_dir)?;
         let device = match self.device.as_str() {

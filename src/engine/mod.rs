@@ -13,8 +13,8 @@ mod sequence;
 pub mod types;
 
 pub use self::core::{Engine, EngineConfig, EngineCounters, StepTimes};
-pub use load::LoadSpec;
 pub use handle::{EngineHandle, EngineParts, EngineStats, EventStream, HandleConfig, RequestId};
+pub use load::LoadSpec;
 pub use output::{
     model_prompt, OutputProcessor, RequestEvent, StreamPolicy, TtsInput, TtsRequest, Usage,
 };

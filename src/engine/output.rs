@@ -401,7 +401,10 @@ impl<S: EventSink> OutputProcessor<S> {
             return Err(Error::Other(format!("generation failed: {msg}")));
         }
         p.finish.push(reason);
-        let codes = std::mem::replace(&mut p.chunk_codes, vec![Vec::new(); self.pattern.n_codebooks]);
+        let codes = std::mem::replace(
+            &mut p.chunk_codes,
+            vec![Vec::new(); self.pattern.n_codebooks],
+        );
         let next = match p.long_form.as_mut() {
             Some(lf) => {
                 lf.push_generated(codes)?;
@@ -413,7 +416,9 @@ impl<S: EventSink> OutputProcessor<S> {
             p.generation_done = true;
             return Ok(());
         };
-        let force = p.force_audio.then_some(engine.model.cfg.audio_out_bos_token);
+        let force = p
+            .force_audio
+            .then_some(engine.model.cfg.audio_out_bos_token);
         let prompt = model_prompt(&input, force);
         p.chunk += 1;
         let order = ArrivalOrder {

@@ -68,11 +68,7 @@ pub(crate) struct GenState {
 }
 
 impl GenState {
-    pub fn new(
-        params: GenerationParams,
-        prompt_ids: &[u32],
-        prompt_rows: &[RowInput],
-    ) -> GenState {
+    pub fn new(params: GenerationParams, prompt_ids: &[u32], prompt_rows: &[RowInput]) -> GenState {
         let audio_out = prompt_rows
             .iter()
             .filter_map(|r| match r {
@@ -137,7 +133,9 @@ impl GenState {
             Mode::AudioInProgress => self.audio_step(cfg, &pattern, heads, &mut ev)?,
             Mode::AudioInit => {
                 if self.params.record_logits {
-                    self.out.step_text_logits.push(heads.text_logits()?.to_vec());
+                    self.out
+                        .step_text_logits
+                        .push(heads.text_logits()?.to_vec());
                 }
                 let tok = cfg.audio_out_token;
                 let col = vec![cfg.stream_bos; cfg.n_codebooks];

@@ -126,7 +126,11 @@ impl PrefixCache {
 
     /// `block` gained a table reference: it is no longer an eviction candidate.
     pub fn touch_referenced(&mut self, block: BlockId) {
-        if let Some(k) = self.lru_key.get_mut(block.0 as usize).and_then(Option::take) {
+        if let Some(k) = self
+            .lru_key
+            .get_mut(block.0 as usize)
+            .and_then(Option::take)
+        {
             self.lru.remove(&k);
         }
     }
