@@ -16,8 +16,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod serve;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// `serve`: the serving stack under open-loop Poisson load (see `higgs bench serve --help`
+    /// for its flags: --requests, --rate, --seed, ...). Without it: the engine's step
+    /// benchmarks below.
+    #[arg(value_parser = ["serve"])]
+    what: Option<String>,
+    #[command(flatten)]
+    serve: serve::ServeBenchArgs,
     /// Benchmark the audio tokenizer (codec) at its released sizes instead of the LLM:
     /// decode and encode real-time factors.
     #[arg(long)]
@@ -205,10 +214,16 @@ const MAX_CODEC_SECONDS: usize = 3600;
 fn check_sizes(a: &BenchArgs) -> anyhow::Result<()> {
     let max_batch = a.batch.iter().copied().max().unwrap_or(1);
     if a.batch.contains(&0) || max_batch > MAX_BATCH {
-        bail!("--batch {:?}: each batch size must be in 1..={MAX_BATCH}", a.batch);
+        bail!(
+            "--batch {:?}: each batch size must be in 1..={MAX_BATCH}",
+            a.batch
+        );
     }
     if a.codec_seconds == 0 || a.codec_seconds > MAX_CODEC_SECONDS {
-        bail!("--codec-seconds {}: must be in 1..={MAX_CODEC_SECONDS}", a.codec_seconds);
+        bail!(
+            "--codec-seconds {}: must be in 1..={MAX_CODEC_SECONDS}",
+            a.codec_seconds
+        );
     }
     let kv_tokens = a
         .prompt_len
@@ -235,12 +250,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.codec {
         return run_codec(a.codec_seconds, &device);
     }
-    let cfg = shape_config(&a.shape)?;
     let dtype = if a.dtype == "f32" {
         DType::F32
     } else {
         DType::BF16
     };
+    if a.what.as_deref() == Some("serve") {
+        serve::run(&a.shape, dtype, device, &a.serve)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = shape_config(&a.shape)?;
     let t0 = Instant::now();
     let w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
         .context("building random weights")?;
@@ -532,8 +551,8 @@ fn first_audio(
     device: &Device,
 ) -> anyhow::Result<()> {
     use crate::codec::stream::StreamDecoder;
-    use crate::engine::Event;
     use crate::delay::{DelayPattern, FrameReverter};
+    use crate::engine::Event;
     let codec = random_codec(device)?;
     let cfg = engine.model.cfg.clone();
     let mut p = gen_params();

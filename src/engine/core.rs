@@ -73,6 +73,8 @@ pub struct EngineCounters {
     /// Host time of steps outside the forward and heads (schedule, batch build, update).
     pub host_s: f64,
     pub failed_steps: u64,
+    /// Sequences scheduled, summed over steps (divided by `steps`: the mean batch).
+    pub seqs_scheduled: u64,
 }
 
 pub struct Engine {
@@ -358,6 +360,7 @@ impl Engine {
         }
         self.counters.steps += 1;
         self.counters.rows += out.num_rows() as u64;
+        self.counters.seqs_scheduled += out.seqs.len() as u64;
         self.counters.host_s += (t_step.elapsed().as_secs_f64() - device_s).max(0.0);
         if let Some(st) = self.timing.as_mut() {
             st.steps += 1;
