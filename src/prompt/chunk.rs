@@ -101,29 +101,95 @@ fn word_chunks(text: &str, max_word_num: usize) -> Result<Vec<String>> {
             "chunk_max_word_num must be at least 1".into(),
         ));
     }
-    let chinese = is_chinese(text);
+    // The reference decides the language once for the whole text, not per paragraph.
+    let segmenter = is_chinese(text).then(Segmenter::new);
     let mut chunks: Vec<String> = Vec::new();
     for paragraph in text.split("\n\n") {
-        if chinese {
-            // The reference cuts with jieba (accurate mode, HMM) and joins words with "".
-            // Joining jieba's words gives the paragraph back, and a jieba word has at least one
-            // character, so a paragraph of at most `max_word_num` characters is one chunk
-            // whatever the segmentation. Longer ones need jieba's dictionary, not ported.
-            if paragraph.chars().count() > max_word_num {
-                return Err(Error::Unsupported(format!(
-                    "word chunking of Chinese text longer than chunk_max_word_num ({max_word_num}) characters needs jieba segmentation, which is not implemented; use chunk_method speaker or none"
-                )));
+        match &segmenter {
+            Some(jieba) => {
+                let words = jieba.words(paragraph);
+                chunks.extend(words.chunks(max_word_num).map(|w| w.concat()));
             }
-            chunks.push(paragraph.to_string());
-        } else {
-            let words: Vec<&str> = paragraph.split(' ').collect();
-            chunks.extend(words.chunks(max_word_num).map(|w| w.join(" ")));
+            None => {
+                let words: Vec<&str> = paragraph.split(' ').collect();
+                chunks.extend(words.chunks(max_word_num).map(|w| w.join(" ")));
+            }
         }
+        // jieba gives no word for an empty paragraph, so like the reference's `chunks[-1]` this
+        // lands on the previous paragraph's chunk (the reference raises IndexError when there is
+        // none; here the text simply has no chunk).
         if let Some(last) = chunks.last_mut() {
             last.push_str("\n\n");
         }
     }
     Ok(chunks)
+}
+
+/// jieba's words for `jieba.lcut(text)` (Python jieba 0.42.1: default dictionary, accurate
+/// mode, HMM on for unknown words). Joining them gives `text` back.
+pub fn segment_chinese(text: &str) -> Vec<String> {
+    Segmenter::new()
+        .words(text)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The default jieba dictionary, built per request that needs it: building takes tens of
+/// milliseconds, against seconds of generation per chunk, and keeps no process-wide state.
+struct Segmenter(jieba_rs::Jieba);
+
+impl Segmenter {
+    fn new() -> Self {
+        Segmenter(jieba_rs::Jieba::new())
+    }
+
+    fn words<'a>(&self, text: &'a str) -> Vec<&'a str> {
+        let mut words = Vec::new();
+        for token in self.0.cut(text, true) {
+            if token.word.is_ascii() && token.word.contains(['.', '_', '-']) {
+                words.extend(python_skip_split(token.word));
+            } else {
+                words.push(token.word);
+            }
+        }
+        words
+    }
+}
+
+/// Python jieba's HMM step cuts a non-Han run with `re_skip = [a-zA-Z0-9]+(?:\.\d+)?%?` and
+/// keeps each gap between matches whole; jieba-rs 0.11 widened that rule so `.`, `_` and `-`
+/// join alphanumeric runs (`010-12345678`, `example.com` stay one token, where jieba gives
+/// `010 / - / 12345678` and `example / . / com`). No dictionary word holds those characters,
+/// so an ASCII token with one of them came from that rule and is cut again Python's way.
+fn python_skip_split(token: &str) -> Vec<&str> {
+    let bytes = token.as_bytes();
+    let run = |mut i: usize, f: fn(&u8) -> bool| {
+        while i < bytes.len() && f(&bytes[i]) {
+            i += 1;
+        }
+        i
+    };
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = if bytes[start].is_ascii_alphanumeric() {
+            let mut end = run(start, u8::is_ascii_alphanumeric);
+            if bytes.get(end) == Some(&b'.') && bytes.get(end + 1).is_some_and(u8::is_ascii_digit) {
+                end = run(end + 1, u8::is_ascii_digit);
+            }
+            if bytes.get(end) == Some(&b'%') {
+                end += 1;
+            }
+            end
+        } else {
+            run(start, |b| !b.is_ascii_alphanumeric())
+        };
+        // The token is ASCII, so every byte index is a char boundary.
+        pieces.push(&token[start..end]);
+        start = end;
+    }
+    pieces
 }
 
 /// Stand-in for `langid.classify(text)[0] == "zh"`: only this decision matters. Text counts as
@@ -258,8 +324,20 @@ mod tests {
         assert!(!is_chinese("こんにちは世界"));
         let c = chunk_text("大家好, 欢迎.", &opts(ChunkMethod::Word, 200, 1)).unwrap();
         assert_eq!(c, vec!["大家好, 欢迎.\n\n"]);
-        let err = chunk_text("大家好, 欢迎.", &opts(ChunkMethod::Word, 3, 1));
-        assert!(matches!(err, Err(Error::Unsupported(_))));
+        // jieba: 大家 / 好 / , / " " / 欢迎 / .
+        let c = chunk_text("大家好, 欢迎.", &opts(ChunkMethod::Word, 3, 1)).unwrap();
+        assert_eq!(c, vec!["大家好,", " 欢迎.\n\n"]);
+        let c = chunk_text("第一段.\n\n\n\n第二段.", &opts(ChunkMethod::Word, 2, 1)).unwrap();
+        assert_eq!(c, vec!["第一段.\n\n\n\n", "第二段.\n\n"]);
+    }
+
+    #[test]
+    fn python_re_skip() {
+        assert_eq!(python_skip_split("010-12345678"), ["010", "-", "12345678"]);
+        assert_eq!(python_skip_split("example.com"), ["example", ".", "com"]);
+        assert_eq!(python_skip_split("1.2.3%"), ["1.2", ".", "3%"]);
+        assert_eq!(python_skip_split("a_b"), ["a", "_", "b"]);
+        assert_eq!(python_skip_split("3999.99"), ["3999.99"]);
     }
 
     fn gen(k: usize) -> AudioItem {

@@ -2,6 +2,7 @@
 //! name -> tensor maps for small models, and random weights of the real shapes for benchmarks.
 //! May use: error, tensor, config.
 
+pub mod download;
 pub mod hub;
 pub mod map;
 pub mod random;
