@@ -62,14 +62,6 @@ pub enum Error {
         url: String,
         reason: String,
     },
-    /// A Hugging Face hub download (weights/download.rs): the repo id, the URL asked, and what
-    /// went wrong (HTTP status, refused listing, io).
-    #[error("hub model `{repo}`: {url}: {reason}")]
-    Hub {
-        repo: String,
-        url: String,
-        reason: String,
-    },
     #[error("{0}")]
     Other(String),
 }
