@@ -1,8 +1,10 @@
 //! `higgs codec encode|decode`: a WAV to a `.npy` code file (int64 `[8, T]`, as the reference's
 //! `encode()` returns) and back to a 24 kHz mono WAV (16-bit PCM, saturated, unless `--float`).
-//! spec: codec.md §2.
+//! Output paths are checked before any work and written atomically (temporary file + rename),
+//! and code files are checked (shape, values in the codebook) before decoding. spec: codec.md §2.
 
-use crate::codec::npy::{read_codes, write_codes};
+use crate::atomic_file::{check_writable, write_atomic_via_path};
+use crate::codec::npy::{check_codes, read_codes, write_codes};
 use crate::codec::AudioTokenizer;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ pub fn run(cmd: CodecCmd) -> anyhow::Result<()> {
             codec,
             output,
         } => {
+            check_writable(&output)?;
             let tok = load(&codec)?;
             let codes = tok
                 .encode_file(&input)
@@ -62,17 +65,21 @@ pub fn run(cmd: CodecCmd) -> anyhow::Result<()> {
             output,
             float,
         } => {
-            let tok = load(&codec)?;
+            check_writable(&output)?;
             let codes = read_codes(&input)?;
+            let tok = load(&codec)?;
+            check_codes(&input, &codes, tok.n_q(), tok.config().bins)?;
             let audio = tok
                 .decode(&codes)
                 .with_context(|| format!("decoding {}", input.display()))?;
             let rate = tok.sample_rate() as u32;
-            if float {
-                write_f32_wav(&output, &audio, rate)?;
-            } else {
-                crate::audio::wav::write_wav_mono_i16(&output, &audio, rate)?;
-            }
+            write_atomic_via_path(&output, |tmp| -> anyhow::Result<()> {
+                if float {
+                    write_f32_wav(tmp, &audio, rate)
+                } else {
+                    Ok(crate::audio::wav::write_wav_mono_i16(tmp, &audio, rate)?)
+                }
+            })?;
             eprintln!(
                 "{}: {} frames -> {} samples at {rate} Hz ({}) -> {}",
                 input.display(),

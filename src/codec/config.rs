@@ -7,6 +7,15 @@ use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
 
+/// Caps on config values, far above the released codec (5 blocks, hop 960, widths <= 2048,
+/// 1024 bins, 8 codebooks, 24 kHz): derived sizes cannot overflow, and a typo is refused at load.
+const MAX_BLOCKS: usize = 16;
+const MAX_HOP: usize = 1 << 16;
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_BINS: usize = 1 << 20;
+const MAX_CODEBOOKS: usize = 64;
+const MAX_SAMPLE_RATE: usize = 384_000;
+
 /// Raw `config.json`. Unknown keys (`_comment`, `_non_constructor_keys`, ...) are ignored.
 #[derive(Clone, Debug, Deserialize)]
 struct RawConfig {
@@ -153,10 +162,24 @@ impl CodecConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::config(path, field, reason));
-        if self.ratios.is_empty() || self.ratios.contains(&0) {
+        if self.ratios.is_empty() || self.ratios.contains(&0) || self.ratios.len() > MAX_BLOCKS {
             return bad(
                 "ratios",
-                format!("{:?}: must be non-empty and positive", self.ratios),
+                format!(
+                    "{:?}: must be 1 to {MAX_BLOCKS} positive ratios",
+                    self.ratios
+                ),
+            );
+        }
+        let hop = self
+            .ratios
+            .iter()
+            .try_fold(1usize, |a, &r| a.checked_mul(r))
+            .filter(|&h| h <= MAX_HOP);
+        if hop.is_none() {
+            return bad(
+                "ratios",
+                format!("{:?}: hop (their product) is above {MAX_HOP}", self.ratios),
             );
         }
         // Each decoder block halves the width; it must stay >= 1 through all blocks.
@@ -170,26 +193,44 @@ impl CodecConfig {
                 ),
             );
         }
-        if self.encoder_d_model == 0 {
-            return bad("encoder_d_model", "must be positive".into());
-        }
-        for (field, v) in [
-            ("D", self.d),
-            ("bins", self.bins),
-            ("n_q", self.n_q),
-            ("codebook_dim", self.codebook_dim),
-            ("semantic_dim", self.semantic_dim),
-            ("encoder_semantic_dim", self.encoder_semantic_dim),
+        for (field, v, max) in [
+            ("D", self.d, MAX_WIDTH),
+            ("bins", self.bins, MAX_BINS),
+            ("n_q", self.n_q, MAX_CODEBOOKS),
+            ("codebook_dim", self.codebook_dim, MAX_WIDTH),
+            ("semantic_dim", self.semantic_dim, MAX_WIDTH),
+            ("encoder_semantic_dim", self.encoder_semantic_dim, MAX_WIDTH),
+            ("decoder_channels", self.decoder_channels, MAX_WIDTH),
+            ("encoder_d_model", self.encoder_d_model, MAX_WIDTH),
+            ("sample_rate", self.sample_rate, MAX_SAMPLE_RATE),
         ] {
-            if v == 0 {
-                return bad(field, "must be positive".into());
+            if v == 0 || v > max {
+                return bad(field, format!("{v} must be in 1..={max}"));
             }
         }
-        if self.bins > u32::MAX as usize {
-            return bad("bins", format!("{} does not fit a code", self.bins));
+        if self
+            .encoder_d_model
+            .checked_shl(self.ratios.len() as u32)
+            .is_none_or(|w| w > MAX_WIDTH)
+        {
+            return bad(
+                "encoder_d_model",
+                format!(
+                    "{} doubled over {} blocks is wider than {MAX_WIDTH}",
+                    self.encoder_d_model,
+                    self.ratios.len()
+                ),
+            );
         }
-        if self.sample_rate == 0 {
-            return bad("sample_rate", "must be positive".into());
+        if let Some(bw) = self
+            .target_bandwidths
+            .iter()
+            .find(|b| !(b.is_finite() && **b > 0.0))
+        {
+            return bad(
+                "target_bandwidths",
+                format!("{bw} is not a positive finite bandwidth"),
+            );
         }
         if self.semantic_teacher != "hubert_base_general" {
             return Err(Error::Unsupported(format!(

@@ -1,12 +1,20 @@
 //! `.npy` arrays (NumPy format 1.0/2.0/3.0): the code-file format of `higgs codec`. Reads
 //! little-endian int64/int32/float32/float64 arrays in C or Fortran order; writes int64 (codes,
-//! `[8, T]`, as `HiggsAudioTokenizer.encode` returns them) and float32.
-//! May use: error.
+//! `[8, T]`, as `HiggsAudioTokenizer.encode` returns them) and float32. Parsing is bounded
+//! (header length, rank, checked sizes) so hostile bytes give an error, never a panic or a huge
+//! allocation; writes go through `atomic_file`, so a failed write never leaves a 0-byte file.
+//! May use: error, atomic_file.
 
+use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
+use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
+/// numpy itself refuses headers over 10,000 bytes unless told otherwise (`max_header_size`).
+const MAX_HEADER_BYTES: usize = 1 << 16;
+/// Code files are rank 2 or 3; no array we read needs more.
+const MAX_RANK: usize = 8;
 
 /// Array elements, by stored type (int32 widens to i64, float64 narrows to f32).
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +50,12 @@ pub fn parse_npy(path: &Path, b: &[u8]) -> Result<NpyArray> {
         2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
         v => return Err(bad(path, format!("unsupported .npy version {v}"))),
     };
+    if hlen > MAX_HEADER_BYTES {
+        return Err(bad(
+            path,
+            format!("header of {hlen} bytes (more than {MAX_HEADER_BYTES})"),
+        ));
+    }
     let header = b
         .get(start..start + hlen)
         .ok_or_else(|| bad(path, "truncated header"))?;
@@ -52,6 +66,12 @@ pub fn parse_npy(path: &Path, b: &[u8]) -> Result<NpyArray> {
     let shape_txt = dict_value(header, "shape").ok_or_else(|| bad(path, "header has no shape"))?;
     let shape =
         parse_shape(shape_txt).ok_or_else(|| bad(path, format!("bad shape {shape_txt}")))?;
+    if shape.len() > MAX_RANK {
+        return Err(bad(
+            path,
+            format!("shape {shape:?} has rank {} (> {MAX_RANK})", shape.len()),
+        ));
+    }
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran = match fortran {
         "True" => true,
@@ -61,7 +81,7 @@ pub fn parse_npy(path: &Path, b: &[u8]) -> Result<NpyArray> {
     let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad(path, "shape overflows"))?;
+        .ok_or_else(|| bad(path, format!("shape {shape:?} element count overflows")))?;
     let body = &b[start + hlen..];
     let width = match descr {
         "<i8" | "<f8" => 8,
@@ -76,7 +96,7 @@ pub fn parse_npy(path: &Path, b: &[u8]) -> Result<NpyArray> {
     };
     if body.len()
         != n.checked_mul(width)
-            .ok_or_else(|| bad(path, "size overflows"))?
+            .ok_or_else(|| bad(path, format!("shape {shape:?} byte size overflows")))?
     {
         return Err(bad(
             path,
@@ -194,22 +214,27 @@ fn encode_npy_order(descr: &str, fortran: bool, shape: &[usize], body: &[u8]) ->
     out
 }
 
-/// Write an int64 array.
+/// Write an int64 array (atomically: the old file stays until the new one is complete).
 pub fn write_npy_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
     check_len(shape, data.len())?;
     let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, encode_npy("<i8", shape, &body)).map_err(|e| Error::io(path, e))
+    write_bytes(path, &encode_npy("<i8", shape, &body))
 }
 
-/// Write a float32 array.
+/// Write a float32 array (atomically).
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     check_len(shape, data.len())?;
     let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, encode_npy("<f4", shape, &body)).map_err(|e| Error::io(path, e))
+    write_bytes(path, &encode_npy("<f4", shape, &body))
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
 }
 
 fn check_len(shape: &[usize], n: usize) -> Result<()> {
-    if shape.iter().product::<usize>() != n {
+    let product = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if product != Some(n) {
         return Err(Error::BadRequest(format!(
             "npy: shape {shape:?} does not hold {n} values"
         )));
@@ -217,7 +242,8 @@ fn check_len(shape: &[usize], n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Read a code file: int `[n_q, T]` or `[1, n_q, T]`, values in `0..bins` -> `[n_q][T]`.
+/// Read a code file: int `[n_q, T]` or `[1, n_q, T]` with n_q, T > 0 -> `[n_q][T]`. Values
+/// must fit a u32; `check_codes` then checks them against a codec.
 pub fn read_codes(path: &Path) -> Result<Vec<Vec<u32>>> {
     let a = read_npy(path)?;
     let NpyData::I64(v) = a.data else {
@@ -232,20 +258,52 @@ pub fn read_codes(path: &Path) -> Result<Vec<Vec<u32>>> {
             ))
         }
     };
-    let mut rows = Vec::with_capacity(n_q);
-    for q in 0..n_q {
-        let row = &v[q * t..(q + 1) * t];
-        let row = row
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| {
-                u32::try_from(c)
-                    .map_err(|_| bad(path, format!("negative or huge code {c} at [{q}, {i}]")))
-            })
-            .collect::<Result<Vec<u32>>>()?;
-        rows.push(row);
+    if n_q == 0 || t == 0 {
+        // Decoding zero frames would "succeed" with an empty WAV.
+        return Err(bad(
+            path,
+            format!("codes of shape {:?} hold no frames", a.shape),
+        ));
     }
+    // parse_npy checked that the shape's product is the data length, so each row is in range.
+    let rows = v
+        .chunks_exact(t)
+        .enumerate()
+        .map(|(q, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(i, &c)| code_value(path, q, i, c))
+                .collect::<Result<Vec<u32>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+fn code_value(path: &Path, q: usize, i: usize, c: i64) -> Result<u32> {
+    if c < 0 {
+        return Err(bad(path, format!("negative code {c} at [{q}, {i}]")));
+    }
+    u32::try_from(c).map_err(|_| bad(path, format!("code {c} at [{q}, {i}] is larger than 2^32")))
+}
+
+/// Check codes read from `path` against a codec of `n_q` codebooks of `bins` entries, naming
+/// the first value outside the codebook.
+pub fn check_codes(path: &Path, codes: &[Vec<u32>], n_q: usize, bins: usize) -> Result<()> {
+    if codes.len() > n_q {
+        return Err(bad(
+            path,
+            format!("{} codebooks, the codec has {n_q}", codes.len()),
+        ));
+    }
+    for (q, row) in codes.iter().enumerate() {
+        if let Some((i, c)) = row.iter().enumerate().find(|(_, &c)| c as usize >= bins) {
+            return Err(bad(
+                path,
+                format!("code {c} at [{q}, {i}] is outside the codebook (0..{bins})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Write codes `[n_q][T]` as int64 `[n_q, T]`.

@@ -3,7 +3,10 @@
 //! `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` calls whose storages are
 //! persistent ids naming `archive/data/N`. Globals are checked against an allow-list and nothing
 //! is ever executed; any other opcode or global is an error that names it. Storages are raw
-//! little-endian bytes; offsets and strides are honoured. spec: codec.md §8.1.
+//! little-endian bytes; offsets and strides are honoured. Hostile files are bounded: pickle
+//! nesting depth, stack, memo and copy work are capped; each view is checked against its own
+//! geometry and its storage before memory is reserved; only the storages the tensors reach are
+//! inflated, and only as far as they reach; weights must be finite. spec: codec.md §8.1.
 //! May use: error, weights.
 
 use crate::error::{Error, Result};
@@ -81,7 +84,8 @@ enum Global {
     Storage(StorageDtype),
 }
 
-/// A value on the pickle stack. Containers are reference-counted so memo copies stay cheap.
+/// A value on the pickle stack. Containers are reference-counted so memo copies stay cheap, and
+/// carry their nesting depth (1 + the deepest item) so the depth cap costs O(1) per item.
 #[derive(Clone, Debug)]
 enum Value {
     Mark,
@@ -90,18 +94,53 @@ enum Value {
     Int(i64),
     Float,
     Str(Rc<str>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<Vec<Value>>),
-    Dict(Rc<Vec<(Value, Value)>>),
+    Tuple(Rc<Vec<Value>>, u8),
+    List(Rc<Vec<Value>>, u8),
+    Dict(Rc<Vec<(Value, Value)>>, u8),
     Global(Global),
     Storage { key: String, dtype: StorageDtype },
     Tensor(Rc<TensorRef>),
 }
 
-/// Limits that keep a hostile pickle from exhausting memory.
+impl Value {
+    fn depth(&self) -> u8 {
+        match self {
+            Value::Tuple(_, d) | Value::List(_, d) | Value::Dict(_, d) => *d,
+            _ => 0,
+        }
+    }
+    /// A short name for error messages; never the value itself, whose Debug form can be
+    /// exponentially large when memo references share sub-trees.
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Mark => "MARK",
+            Value::None => "None",
+            Value::Bool => "bool",
+            Value::Int(_) => "int",
+            Value::Float => "float",
+            Value::Str(_) => "str",
+            Value::Tuple(..) => "tuple",
+            Value::List(..) => "list",
+            Value::Dict(..) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage { .. } => "storage",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+}
+
+/// Limits that keep a hostile pickle from exhausting memory, stack or time.
 const MAX_STACK: usize = 1 << 16;
 const MAX_MEMO: usize = 1 << 20;
 const MAX_RANK: usize = 8;
+/// A state dict nests at most ~5 deep (dict -> tensor args -> shape tuple); 32 leaves room for
+/// `_metadata` while keeping recursive drop and Debug of any value far from the stack limit.
+const MAX_DEPTH: u8 = 32;
+/// Elements copied when a shared (memoized) container is mutated; bounds the quadratic
+/// "append to a memo copy of a long list" pattern.
+const MAX_COPY_WORK: usize = 1 << 26;
+/// `data.pkl` of the released codec is ~1 MB; a larger pickle is not a state dict we know.
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
 struct Machine<'a> {
     data: &'a [u8],
@@ -109,6 +148,7 @@ struct Machine<'a> {
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
     path: &'a Path,
+    copy_work: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -201,6 +241,33 @@ impl<'a> Machine<'a> {
         self.push(v)
     }
 
+    /// Depth of a new container holding `items`, refused past `MAX_DEPTH`.
+    fn depth_of<'v>(&self, items: impl Iterator<Item = &'v Value>) -> Result<u8> {
+        let d = items.map(Value::depth).max().unwrap_or(0) + 1;
+        if d > MAX_DEPTH {
+            return Err(self.err(format!(
+                "pickle nests deeper than {MAX_DEPTH} levels (not a state dict)"
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Account for copying a shared container of `len` items before it is mutated.
+    fn charge_copy(&mut self, shared: bool, len: usize) -> Result<()> {
+        if shared {
+            self.copy_work = self.copy_work.saturating_add(len);
+            if self.copy_work > MAX_COPY_WORK {
+                return Err(self.err("pickle copies shared containers too often"));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_tuple(&mut self, items: Vec<Value>) -> Result<()> {
+        let d = self.depth_of(items.iter())?;
+        self.push(Value::Tuple(Rc::new(items), d))
+    }
+
     fn global(&self, module: &str, name: &str) -> Result<Global> {
         Ok(match (module, name) {
             ("collections", "OrderedDict") => Global::OrderedDict,
@@ -226,21 +293,42 @@ impl<'a> Machine<'a> {
         if items.iter().any(|v| matches!(v, Value::Mark)) {
             return Err(self.err("MARK inside a TUPLEn"));
         }
-        self.push(Value::Tuple(Rc::new(items)))
+        self.push_tuple(items)
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
         if !items.len().is_multiple_of(2) {
             return Err(self.err("SETITEMS with an odd number of items"));
         }
+        let new_depth = self.depth_of(items.iter())?;
         let err = self.err("SETITEM(S) target is not a dict");
-        let Value::Dict(d) = self.top()? else {
-            return Err(err);
+        let (shared, len) = match self.top()? {
+            Value::Dict(d, _) => (Rc::strong_count(d) > 1, d.len()),
+            _ => return Err(err),
         };
-        let d = Rc::make_mut(d);
-        let mut it = items.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            d.push((k, v));
+        self.charge_copy(shared, len)?;
+        if let Value::Dict(d, depth) = self.top()? {
+            *depth = (*depth).max(new_depth);
+            let d = Rc::make_mut(d);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                d.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> Result<()> {
+        let new_depth = self.depth_of(items.iter())?;
+        let err = self.err("APPEND target is not a list");
+        let (shared, len) = match self.top()? {
+            Value::List(l, _) => (Rc::strong_count(l) > 1, l.len()),
+            _ => return Err(err),
+        };
+        self.charge_copy(shared, len)?;
+        if let Value::List(l, depth) = self.top()? {
+            *depth = (*depth).max(new_depth);
+            Rc::make_mut(l).extend(items);
         }
         Ok(())
     }
@@ -248,11 +336,11 @@ impl<'a> Machine<'a> {
     fn reduce(&mut self) -> Result<()> {
         let args = self.pop()?;
         let func = self.pop()?;
-        let Value::Tuple(args) = args else {
+        let Value::Tuple(args, _) = args else {
             return Err(self.err("REDUCE arguments are not a tuple"));
         };
         let v = match func {
-            Value::Global(Global::OrderedDict) => Value::Dict(Rc::new(Vec::new())),
+            Value::Global(Global::OrderedDict) => Value::Dict(Rc::new(Vec::new()), 1),
             Value::Global(Global::RebuildTensorV2) => {
                 Value::Tensor(Rc::new(self.rebuild_tensor(&args)?))
             }
@@ -260,13 +348,13 @@ impl<'a> Machine<'a> {
                 Some(Value::Tensor(t)) => Value::Tensor(t.clone()),
                 _ => return Err(self.err("_rebuild_parameter without a tensor")),
             },
-            other => return Err(self.err(format!("REDUCE of a non-callable {other:?}"))),
+            other => return Err(self.err(format!("REDUCE of a non-callable {}", other.kind()))),
         };
         self.push(v)
     }
 
     fn usize_tuple(&self, v: &Value, what: &str) -> Result<Vec<usize>> {
-        let Value::Tuple(items) = v else {
+        let Value::Tuple(items, _) = v else {
             return Err(self.err(format!("tensor {what} is not a tuple")));
         };
         if items.len() > MAX_RANK {
@@ -278,8 +366,9 @@ impl<'a> Machine<'a> {
         items
             .iter()
             .map(|x| match x {
-                Value::Int(i) if *i >= 0 => Ok(*i as usize),
-                _ => Err(self.err(format!("tensor {what} holds a non-negative-int value"))),
+                Value::Int(i) => usize::try_from(*i)
+                    .map_err(|_| self.err(format!("tensor {what} holds a negative value {i}"))),
+                other => Err(self.err(format!("tensor {what} holds a {}", other.kind()))),
             })
             .collect()
     }
@@ -313,7 +402,7 @@ impl<'a> Machine<'a> {
     /// `('storage', storage_type, key, location, numel)`.
     fn persistent_load(&mut self) -> Result<()> {
         let pid = self.pop()?;
-        let Value::Tuple(items) = pid else {
+        let Value::Tuple(items, _) = pid else {
             return Err(self.err("persistent id is not a tuple"));
         };
         match items.as_slice() {
@@ -350,9 +439,9 @@ impl<'a> Machine<'a> {
                     self.take(8)?; // FRAME: a length hint only
                 }
                 b'.' => return self.pop(),
-                b'}' => self.push(Value::Dict(Rc::new(Vec::new())))?,
-                b']' => self.push(Value::List(Rc::new(Vec::new())))?,
-                b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
+                b'}' => self.push(Value::Dict(Rc::new(Vec::new()), 1))?,
+                b']' => self.push(Value::List(Rc::new(Vec::new()), 1))?,
+                b')' => self.push(Value::Tuple(Rc::new(Vec::new()), 1))?,
                 b'(' => self.push(Value::Mark)?,
                 b'N' => self.push(Value::None)?,
                 0x88 => self.push(Value::Bool)?,
@@ -444,14 +533,15 @@ impl<'a> Machine<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))?
+                    self.push_tuple(items)?
                 }
                 0x85 => self.tuple_n(1)?,
                 0x86 => self.tuple_n(2)?,
                 0x87 => self.tuple_n(3)?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(items)))?
+                    let d = self.depth_of(items.iter())?;
+                    self.push(Value::List(Rc::new(items), d))?
                 }
                 b'a' | b'e' => {
                     let items = if op == b'a' {
@@ -459,11 +549,7 @@ impl<'a> Machine<'a> {
                     } else {
                         self.pop_mark()?
                     };
-                    let err = self.err("APPEND target is not a list");
-                    let Value::List(l) = self.top()? else {
-                        return Err(err);
-                    };
-                    Rc::make_mut(l).extend(items);
+                    self.append(items)?
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -480,7 +566,7 @@ impl<'a> Machine<'a> {
                     // BUILD sets instance state; a state dict's only state is `_metadata`
                     // (per-module versions), which inference does not need.
                     let _state = self.pop()?;
-                    if !matches!(self.top()?, Value::Dict(_) | Value::Tensor(_)) {
+                    if !matches!(self.top()?, Value::Dict(..) | Value::Tensor(_)) {
                         return Err(self.err("BUILD on something other than a dict or tensor"));
                     }
                 }
@@ -505,9 +591,10 @@ pub fn parse_state_dict_pickle(path: &Path, data: &[u8]) -> Result<Vec<(String, 
         stack: Vec::new(),
         memo: HashMap::new(),
         path,
+        copy_work: 0,
     };
     let top = m.run()?;
-    let Value::Dict(items) = top else {
+    let Value::Dict(items, _) = top else {
         return Err(Error::checkpoint(
             path,
             "data.pkl",
@@ -531,35 +618,86 @@ pub fn parse_state_dict_pickle(path: &Path, data: &[u8]) -> Result<Vec<(String, 
     Ok(out)
 }
 
-/// Gather a (possibly strided) view out of raw storage bytes, widening to f32.
-pub fn materialize(path: &Path, key: &str, t: &TensorRef, bytes: &[u8]) -> Result<HostTensor> {
-    let es = t.dtype.size_bytes();
-    let n_storage = bytes.len() / es;
+/// Elements of the storage a view reaches (largest element index + 1; 0 for an empty view),
+/// checked with overflow-free arithmetic. A view with more elements than that (stride 0 or
+/// overlapping strides) is refused: a state dict never holds one, and it is how a few bytes of
+/// storage could claim terabytes of output.
+pub fn view_extent(path: &Path, key: &str, t: &TensorRef) -> Result<usize> {
     let numel = t
         .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| Error::checkpoint(path, key, "element count overflows"))?;
-    let mut out = Vec::with_capacity(numel);
-    if numel > 0 {
-        // Largest element index the view touches; must lie inside the storage.
-        let mut last = t.offset;
-        for (&d, &s) in t.shape.iter().zip(&t.stride) {
-            last = (d - 1)
-                .checked_mul(s)
-                .and_then(|x| x.checked_add(last))
-                .ok_or_else(|| Error::checkpoint(path, key, "stride arithmetic overflows"))?;
-        }
-        if last >= n_storage {
-            return Err(Error::checkpoint(
+        .ok_or_else(|| {
+            Error::checkpoint(
                 path,
                 key,
-                format!(
-                    "view (offset {}, shape {:?}, stride {:?}) reaches element {last}, storage `{}` has {n_storage}",
-                    t.offset, t.shape, t.stride, t.storage_key
-                ),
-            ));
-        }
+                format!("shape {:?} element count overflows", t.shape),
+            )
+        })?;
+    if numel == 0 {
+        return Ok(0);
+    }
+    let mut last = t.offset;
+    for (&d, &s) in t.shape.iter().zip(&t.stride) {
+        last = (d - 1)
+            .checked_mul(s)
+            .and_then(|x| x.checked_add(last))
+            .ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    key,
+                    format!("shape {:?} with stride {:?} overflows", t.shape, t.stride),
+                )
+            })?;
+    }
+    let extent = last + 1;
+    if numel > extent {
+        return Err(Error::checkpoint(
+            path,
+            key,
+            format!(
+                "view of shape {:?} with stride {:?} has {numel} elements but spans only \
+                 {extent} of its storage (overlapping or broadcast strides are not supported)",
+                t.shape, t.stride
+            ),
+        ));
+    }
+    Ok(extent)
+}
+
+/// Gather a (possibly strided) view out of raw storage bytes, widening to f32. The view is
+/// checked against the storage before any output memory is reserved.
+pub fn materialize(path: &Path, key: &str, t: &TensorRef, bytes: &[u8]) -> Result<HostTensor> {
+    let es = t.dtype.size_bytes();
+    let n_storage = bytes.len() / es;
+    let extent = view_extent(path, key, t)?;
+    if extent > n_storage {
+        return Err(Error::checkpoint(
+            path,
+            key,
+            format!(
+                "view (offset {}, shape {:?}, stride {:?}) reaches element {}, storage `{}` has {n_storage}",
+                t.offset,
+                t.shape,
+                t.stride,
+                extent - 1,
+                t.storage_key
+            ),
+        ));
+    }
+    // view_extent proved numel <= extent <= n_storage, so this neither overflows nor
+    // reserves more than the storage already holds.
+    let numel: usize = t.shape.iter().product();
+    let mut out = Vec::with_capacity(numel);
+    if numel > 0 {
+        // A size-1 axis never advances, so its stride (which may be anything) is ignored; every
+        // other stride is <= extent, so the running index cannot overflow.
+        let stride: Vec<usize> = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .map(|(&d, &s)| if d == 1 { 0 } else { s })
+            .collect();
         let rank = t.shape.len();
         let mut idx = vec![0usize; rank];
         let mut lin = t.offset;
@@ -568,16 +706,43 @@ pub fn materialize(path: &Path, key: &str, t: &TensorRef, bytes: &[u8]) -> Resul
             // Odometer increment over the shape, tracking the storage index.
             for ax in (0..rank).rev() {
                 idx[ax] += 1;
-                lin += t.stride[ax];
+                lin += stride[ax];
                 if idx[ax] < t.shape[ax] {
                     break;
                 }
-                lin -= t.stride[ax] * t.shape[ax];
+                lin -= stride[ax] * t.shape[ax];
                 idx[ax] = 0;
             }
         }
     }
     Ok(HostTensor::new(t.shape.clone(), out))
+}
+
+/// Bytes of each storage the tensors need, refusing views that do not fit their own geometry
+/// and a total output beyond twice the storage (tied weights may share one storage; a hostile
+/// file could otherwise name one storage from a million keys).
+fn storage_needs(path: &Path, refs: &[(String, TensorRef)]) -> Result<HashMap<String, u64>> {
+    let mut need: HashMap<String, u64> = HashMap::new();
+    let mut out_elems: u64 = 0;
+    for (key, t) in refs {
+        let extent = view_extent(path, key, t)? as u64;
+        let bytes = extent.saturating_mul(t.dtype.size_bytes() as u64);
+        let e = need.entry(t.storage_key.clone()).or_default();
+        *e = (*e).max(bytes);
+        out_elems = out_elems.saturating_add(t.shape.iter().product::<usize>() as u64);
+    }
+    let storage_elems: u64 = need.values().map(|b| b / 2).sum();
+    if out_elems > storage_elems.saturating_mul(2).saturating_add(1 << 20) {
+        return Err(Error::checkpoint(
+            path,
+            "data.pkl",
+            format!(
+                "{} tensors hold {out_elems} elements in total, far more than their storages",
+                refs.len()
+            ),
+        ));
+    }
+    Ok(need)
 }
 
 /// Read every tensor of a `torch.save` zip checkpoint as f32.
@@ -598,26 +763,22 @@ pub fn read_pth(path: &Path) -> Result<WeightMap> {
             )
         })?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
-        let mut s = String::new();
-        f.read_to_string(&mut s)
-            .map_err(|e| Error::checkpoint(path, "byteorder", e.to_string()))?;
-        if s.trim() != "little" {
-            return Err(Error::checkpoint(
-                path,
-                "byteorder",
-                format!("`{}`: only little-endian is supported", s.trim()),
-            ));
-        }
-    }
-    let pkl = read_entry(&mut zip, path, &pkl_name, 64 << 20)?;
+    check_byteorder(&mut zip, path, &format!("{prefix}byteorder"))?;
+    let pkl = read_entry(
+        &mut zip,
+        path,
+        &pkl_name,
+        EntryLimit::AtMost(MAX_PICKLE_BYTES),
+    )?;
     let refs = parse_state_dict_pickle(path, &pkl)?;
+    let need = storage_needs(path, &refs)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = WeightMap::new(path);
     for (key, t) in refs {
         if !storages.contains_key(&t.storage_key) {
             let name = format!("{prefix}data/{}", t.storage_key);
-            let b = read_entry(&mut zip, path, &name, u64::MAX)
+            let n = need.get(&t.storage_key).copied().unwrap_or(0);
+            let b = read_entry(&mut zip, path, &name, EntryLimit::Prefix(n))
                 .map_err(|e| Error::checkpoint(path, &key, format!("storage {name}: {e}")))?;
             storages.insert(t.storage_key.clone(), b);
         }
@@ -626,41 +787,85 @@ pub fn read_pth(path: &Path) -> Result<WeightMap> {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let ht = materialize(path, &key, &t, bytes)?;
+        crate::weights::finite::check_f32(path, &key, &ht.data)?;
         out.insert(key, ht);
     }
     Ok(out)
 }
 
+fn check_byteorder<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    path: &Path,
+    name: &str,
+) -> Result<()> {
+    if zip.index_for_name(name).is_none() {
+        return Ok(());
+    }
+    let b = read_entry(zip, path, name, EntryLimit::AtMost(64))?;
+    let s = String::from_utf8_lossy(&b);
+    if s.trim() != "little" {
+        return Err(Error::checkpoint(
+            path,
+            "byteorder",
+            format!("`{}`: only little-endian is supported", s.trim()),
+        ));
+    }
+    Ok(())
+}
+
+/// How much of a zip entry to inflate.
+enum EntryLimit {
+    /// The whole entry, which must declare at most this many bytes.
+    AtMost(u64),
+    /// Only the first n bytes (what the tensors reach); the entry must declare at least n.
+    Prefix(u64),
+}
+
+/// Inflate one entry, never more than the limit and never more than the entry declares (a
+/// deflate stream that yields more than its declared size is cut off there, then refused).
 fn read_entry<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     path: &Path,
     name: &str,
-    max: u64,
+    limit: EntryLimit,
 ) -> Result<Vec<u8>> {
-    let mut f = zip
+    let f = zip
         .by_name(name)
         .map_err(|e| Error::checkpoint(path, name, format!("missing from the zip: {e}")))?;
     let size = f.size();
-    if size > max {
-        return Err(Error::checkpoint(
-            path,
-            name,
-            format!("entry of {size} bytes is too large"),
-        ));
-    }
-    let mut b = Vec::with_capacity(size.min(1 << 30) as usize);
-    f.read_to_end(&mut b).map_err(|e| {
+    let want = match limit {
+        EntryLimit::AtMost(max) if size > max => {
+            return Err(Error::checkpoint(
+                path,
+                name,
+                format!("entry of {size} bytes is larger than the {max}-byte limit"),
+            ))
+        }
+        EntryLimit::AtMost(_) => size,
+        EntryLimit::Prefix(n) if n > size => {
+            return Err(Error::checkpoint(
+                path,
+                name,
+                format!("the tensors need {n} bytes, the entry holds {size}"),
+            ))
+        }
+        EntryLimit::Prefix(n) => n,
+    };
+    // `want` <= the declared size, itself bounded above or by what the tensors reach; the
+    // capacity is further capped so a lying header cannot reserve memory up front.
+    let mut b = Vec::with_capacity(want.min(1 << 26) as usize);
+    f.take(want).read_to_end(&mut b).map_err(|e| {
         Error::checkpoint(
             path,
             name,
             format!("read failed (truncated or corrupt zip?): {e}"),
         )
     })?;
-    if b.len() as u64 != size {
+    if b.len() as u64 != want {
         return Err(Error::checkpoint(
             path,
             name,
-            format!("read {} bytes, the zip says {size}", b.len()),
+            format!("read {} bytes, the zip says {want}", b.len()),
         ));
     }
     Ok(b)

@@ -78,8 +78,7 @@ impl WeightMap {
     /// Read every tensor of a safetensors file (any float dtype, widened to f32).
     pub fn from_safetensors(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::checkpoint(path, "<header>", e.to_string()))?;
+        let st = super::safetensors::deserialize(path, &bytes)?;
         let mut out = WeightMap::new(path);
         for (name, view) in st.tensors() {
             let data = super::safetensors::view_to_f32(path, &name, &view)?;
