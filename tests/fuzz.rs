@@ -238,11 +238,20 @@ fn leaf_paths(v: &serde_json::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec
 }
 
 fn set_path(v: &mut serde_json::Value, path: &[String], x: serde_json::Value) {
+    // An earlier edit may have replaced a parent by a non-object: then this edit is skipped.
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
-    for k in &path[..path.len() - 1] {
-        cur = &mut cur[k.as_str()];
+    for k in parents {
+        match cur.get_mut(k.as_str()) {
+            Some(next) => cur = next,
+            None => return,
+        }
     }
-    cur[path[path.len() - 1].as_str()] = x;
+    if let Some(o) = cur.as_object_mut() {
+        o.insert(last.clone(), x);
+    }
 }
 
 /// A JSON config with up to four fields replaced by hostile values, as text; or raw mutations
