@@ -423,7 +423,7 @@ fn hostile_listing_is_refused() {
     let mut state = State::default();
     state.listing_override.insert(
         "test-org/evil".into(),
-        format!("{{\"sha\": \"../x\", \"siblings\": []}}"),
+        r#"{"sha": "../x", "siblings": []}"#.to_string(),
     );
     let server = Server::start(state);
     let err = resolve_model_with("test-org/evil", &[], &server.options(&cache))
