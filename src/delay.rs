@@ -269,8 +269,8 @@ mod tests {
             let mut col: Vec<u32> = d.iter().map(|r| r[j]).collect();
             let want = col.clone();
             // A model that draws garbage in not-yet-started codebooks still gets BOS there.
-            for q in j..4 {
-                col[q] = 3;
+            for v in col.iter_mut().skip(j) {
+                *v = 3;
             }
             let ended = st.apply(&p, &mut col);
             assert_eq!(col, want, "column {j}");

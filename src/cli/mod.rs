@@ -20,7 +20,7 @@ enum Cmd {
     /// Run every case of a reference fixture folder and report PASS/FAIL per case.
     CheckReference(check::CheckArgs),
     /// Benchmarks with random weights of a given shape.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
     /// The audio tokenizer alone: encode a WAV to codes, decode codes to a WAV.
     #[command(subcommand)]
     Codec(codec::CodecCmd),
@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::CheckReference(a) => check::run(a),
-        Cmd::Bench(a) => crate::bench::run(a),
+        Cmd::Bench(a) => crate::bench::run(*a),
         Cmd::Tts(a) => tts::run(*a),
         Cmd::Codec(c) => codec::run(c).map(|()| ExitCode::SUCCESS),
     };

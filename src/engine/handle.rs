@@ -69,6 +69,13 @@ pub struct EngineStats {
 
 pub type RequestId = u64;
 
+/// A submit on its way: the engine's reply, the request's events, a command sender for aborts.
+type Submitted = (
+    oneshot::Receiver<Result<RequestId>>,
+    UnboundedReceiver<RequestEvent>,
+    mpsc::Sender<Command>,
+);
+
 /// In-flight accounting shared by the handle and the thread: submits sent but not yet
 /// handled (each decremented exactly once, by the thread), and requests the thread holds.
 #[derive(Default)]
@@ -260,14 +267,7 @@ impl EngineHandle {
             .map_err(|_| Error::Other("engine handle poisoned".into()))
     }
 
-    fn begin_submit(
-        &self,
-        req: TtsRequest,
-    ) -> Result<(
-        oneshot::Receiver<Result<RequestId>>,
-        UnboundedReceiver<RequestEvent>,
-        mpsc::Sender<Command>,
-    )> {
+    fn begin_submit(&self, req: TtsRequest) -> Result<Submitted> {
         let limit = self.inner.cfg.max_queue;
         let counts = &self.inner.counts;
         let now = counts.in_flight();
