@@ -117,7 +117,9 @@ where
     let mut w = BufWriter::new(file);
     let value = write(&mut w)?;
     w.flush().map_err(|e| Error::io(&tmp, e))?;
-    let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
     // Without the fsync a crash after the rename can leave a renamed but empty file.
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     drop(file);

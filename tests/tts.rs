@@ -5,8 +5,7 @@
 
 use higgs_engine::codec::model::AudioTokenizer;
 use higgs_engine::engine::{
-    EngineConfig, EngineHandle, EngineParts, GenerationParams, HandleConfig, TtsInput,
-    TtsRequest,
+    EngineConfig, EngineHandle, EngineParts, GenerationParams, HandleConfig, TtsInput, TtsRequest,
 };
 use higgs_engine::prompt::PromptRequest;
 use higgs_engine::reference::fixture::{read_json, Expected};
@@ -15,8 +14,8 @@ use higgs_engine::sampling::processors::SamplingParams;
 use higgs_engine::tokenizer::TextTokenizer;
 use higgs_engine::tts::synthesize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::Command;
+use std::sync::Arc;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference")

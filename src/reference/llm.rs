@@ -7,8 +7,8 @@
 use super::fixture::{read_json, Expected};
 use super::{compare, CaseResult};
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
 use crate::engine::{Engine, EngineConfig, GenerationParams, Output, Prompt};
+use crate::error::{Error, Result};
 use crate::model::{BatchInputs, ForwardOptions, LoadOptions, Model, ModelWeights, RowInput};
 use crate::sampling::processors::SamplingParams;
 use crate::weights::safetensors::Checkpoint;
