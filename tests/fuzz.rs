@@ -138,12 +138,11 @@ fn boundary_word() -> impl Strategy<Value = u64> {
 fn edit() -> impl Strategy<Value = Edit> {
     let pos = any::<usize>();
     prop_oneof![
-        (pos.clone(), 1u8..=255).prop_map(|(p, m)| Edit::Flip(p, m)),
-        (pos.clone(), any::<u8>()).prop_map(|(p, b)| Edit::Set(p, b)),
-        (pos.clone(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(p, b)| Edit::Insert(p, b)),
-        (pos.clone(), 1usize..64).prop_map(|(p, n)| Edit::Delete(p, n)),
-        pos.clone().prop_map(Edit::Truncate),
+        (pos, 1u8..=255).prop_map(|(p, m)| Edit::Flip(p, m)),
+        (pos, any::<u8>()).prop_map(|(p, b)| Edit::Set(p, b)),
+        (pos, prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(p, b)| Edit::Insert(p, b)),
+        (pos, 1usize..64).prop_map(|(p, n)| Edit::Delete(p, n)),
+        pos.prop_map(Edit::Truncate),
         (pos, boundary_word()).prop_map(|(p, w)| Edit::Word(p, w)),
     ]
 }
@@ -155,7 +154,7 @@ fn apply(base: &[u8], edits: &[Edit], focus: usize) -> Vec<u8> {
     for e in edits {
         let n = b.len().max(1);
         let at = |p: usize| {
-            if focus > 0 && p % 4 != 0 {
+            if focus > 0 && !p.is_multiple_of(4) {
                 p % focus.min(n)
             } else {
                 p % n
@@ -428,7 +427,7 @@ fn fuzz_npy() {
         let _ = npy::parse_npy(Path::new("fuzz.npy"), &b);
         // The code-file path too (shape and value checks), on a few of the cases.
         let i = seq.fetch_add(1, Ordering::Relaxed);
-        if i % 8 == 0 {
+        if i.is_multiple_of(8) {
             let f = dir.join(format!("c{}.npy", i % 4));
             std::fs::write(&f, &b).unwrap();
             if let Ok(codes) = npy::read_codes(&f) {
