@@ -163,7 +163,10 @@ impl Fields<'_> {
     /// A finite number strictly above `min` (and, for f32 use, finite as an f32 too).
     fn positive(&self, k: &str, default: Option<f64>, min: f64) -> Result<f64> {
         let x = self.f64(k, default)?;
-        if !(x.is_finite() && (x as f32).is_finite() && x > min) {
+        // Checked as the f32 it is used as: 1e-50 is > 0 as an f64 but 0 as an f32 (found by
+        // tests/fuzz.rs: a RoPE factor of 1e-50 made every scaled frequency infinite).
+        let x32 = x as f32;
+        if !(x.is_finite() && x32.is_finite() && x > min && f64::from(x32) > min) {
             return Err(Error::config(
                 self.path,
                 self.name(k),
@@ -317,6 +320,22 @@ impl ModelConfig {
                     format!("{id} is outside the vocabulary ({})", self.vocab),
                 ));
             }
+        }
+        // The frequencies the model uses must be finite and non-zero whatever combination of
+        // theta, head_dim and scaling produced them.
+        if let Some(f) = self
+            .rope_inv_freq()
+            .iter()
+            .find(|f| !(f.is_finite() && **f > 0.0))
+        {
+            return Err(Error::config(
+                path,
+                t("rope_scaling"),
+                format!(
+                    "rope_theta {} with this scaling gives the inverse frequency {f}",
+                    self.rope_theta
+                ),
+            ));
         }
         // The audio embedding and head tables: n_codebooks * (codebook_size + 2) rows.
         (self.codebook_size + 2)
