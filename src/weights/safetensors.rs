@@ -319,7 +319,15 @@ fn shard_path(dir: &Path, index: &Path, key: &str, file: &str) -> Result<PathBuf
     let joined = dir.join(rel);
     let real = joined.canonicalize().map_err(|e| Error::io(&joined, e))?;
     let real_dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-    if !real.starts_with(&real_dir) {
+    // A Hugging Face cache snapshot (`models--org--name/snapshots/<rev>/`) links its files to
+    // the repo's own `blobs/` folder, which is inside the model's cache entry too.
+    let hub_blobs = real_dir
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+        .and_then(Path::parent)
+        .map(|repo| repo.join("blobs"));
+    let inside = real.starts_with(&real_dir) || hub_blobs.is_some_and(|b| real.starts_with(b));
+    if !inside {
         return Err(Error::checkpoint(
             index,
             key,
