@@ -22,6 +22,7 @@ pub mod prompt;
 pub mod reference;
 pub mod sampling;
 pub mod scheduler;
+pub mod server;
 pub mod tensor;
 pub mod tokenizer;
 pub mod tts;

@@ -137,6 +137,24 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The first special (control) token whose text occurs in `text`, if any. User-supplied
+    /// strings go through `encode`, which turns special-token text into control ids, so the
+    /// server refuses such strings instead of letting a client end a turn or open audio.
+    pub fn find_control_token(&self, text: &str) -> Option<String> {
+        let mut found: Option<(usize, String)> = None;
+        for tok in self.inner.get_added_tokens_decoder().values() {
+            if !tok.special || tok.content.is_empty() {
+                continue;
+            }
+            if let Some(at) = text.find(tok.content.as_str()) {
+                if found.as_ref().is_none_or(|(best, _)| at < *best) {
+                    found = Some((at, tok.content.clone()));
+                }
+            }
+        }
+        found.map(|(_, t)| t)
+    }
+
     /// Decodes ids to text; special tokens are kept unless `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner

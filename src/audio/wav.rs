@@ -115,7 +115,8 @@ pub fn write_wav_24k(path: &Path, samples: &[f32]) -> Result<()> {
     write_wav_mono_i16(path, samples, 24_000)
 }
 
-fn pcm16(s: f32) -> i16 {
+/// f32 to 16-bit PCM as every writer here converts: clamp to [-1, 1], scale by 32767, round.
+pub(crate) fn pcm16(s: f32) -> i16 {
     // NaN maps to 0 (`as` saturates and sends NaN to 0), so no panic is reachable here.
     (s.clamp(-1.0, 1.0) * 32767.0).round() as i16
 }

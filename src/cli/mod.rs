@@ -1,8 +1,9 @@
-//! The `higgs` command line: `check-reference`, `bench`, `codec`, `tts`. Each subcommand's
+//! The `higgs` command line: `check-reference`, `bench`, `codec`, `tts`, `serve`. Each subcommand's
 //! flags and runner live in their own file; this file only parses and dispatches.
 
 mod check;
 mod codec;
+mod serve;
 mod tts;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Cmd {
     Codec(codec::CodecCmd),
     /// Text to speech: write a WAV, or stream raw PCM to stdout.
     Tts(Box<tts::TtsArgs>),
+    /// The OpenAI-compatible speech server (speech, chat completions, voices, metrics).
+    Serve(Box<serve::ServeArgs>),
 }
 
 pub fn main() -> ExitCode {
@@ -34,6 +37,7 @@ pub fn main() -> ExitCode {
         Cmd::CheckReference(a) => check::run(a),
         Cmd::Bench(a) => crate::bench::run(*a),
         Cmd::Tts(a) => tts::run(*a),
+        Cmd::Serve(a) => serve::run(*a),
         Cmd::Codec(c) => codec::run(c).map(|()| ExitCode::SUCCESS),
     };
     match r {

@@ -14,8 +14,8 @@ use super::model::AudioTokenizer;
 use super::rvq::Rvq;
 use super::semantic::{semantic_target, SemanticEncoder, SemanticTarget, HUBERT_PAD};
 use super::weights::HUBERT_PREFIX;
+use crate::audio::decode::read_audio;
 use crate::audio::resample::resample;
-use crate::audio::wav::read_wav;
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
 use std::path::Path;
@@ -197,9 +197,10 @@ impl AudioTokenizer {
         self.encoder()?.trace(wav_24k)
     }
 
-    /// Read a WAV (any rate, channels averaged), resample to the codec rate, and encode.
+    /// Read an audio file (WAV, MP3, FLAC, Ogg Vorbis or AAC, any accepted rate, channels
+    /// averaged; `audio::decode` limits), resample to the codec rate, and encode.
     pub fn encode_file(&self, path: &Path) -> Result<Vec<Vec<u32>>> {
-        let wav = read_wav(path)?;
+        let wav = read_audio(path)?;
         let rate = self.config.sample_rate as u32;
         let samples = resample(&wav.samples, wav.sample_rate_hz, rate)?;
         self.encode(&samples).map_err(|e| match e {

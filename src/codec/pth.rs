@@ -726,7 +726,15 @@ fn storage_needs(path: &Path, refs: &[(String, TensorRef)]) -> Result<HashMap<St
     let mut out_elems: u64 = 0;
     for (key, t) in refs {
         let extent = view_extent(path, key, t)? as u64;
-        let bytes = extent.saturating_mul(t.dtype.size_bytes() as u64);
+        let bytes = extent
+            .checked_mul(t.dtype.size_bytes() as u64)
+            .ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    key,
+                    format!("shape {:?} byte size overflows", t.shape),
+                )
+            })?;
         let e = need.entry(t.storage_key.clone()).or_default();
         *e = (*e).max(bytes);
         out_elems = out_elems.saturating_add(t.shape.iter().product::<usize>() as u64);
@@ -778,8 +786,13 @@ pub fn read_pth(path: &Path) -> Result<WeightMap> {
         if !storages.contains_key(&t.storage_key) {
             let name = format!("{prefix}data/{}", t.storage_key);
             let n = need.get(&t.storage_key).copied().unwrap_or(0);
-            let b = read_entry(&mut zip, path, &name, EntryLimit::Prefix(n))
-                .map_err(|e| Error::checkpoint(path, &key, format!("storage {name}: {e}")))?;
+            let b =
+                read_entry(&mut zip, path, &name, EntryLimit::Prefix(n)).map_err(|e| match e {
+                    Error::Checkpoint { reason, .. } => {
+                        Error::checkpoint(path, &key, format!("storage {name}: {reason}"))
+                    }
+                    other => other,
+                })?;
             storages.insert(t.storage_key.clone(), b);
         }
         let bytes = storages

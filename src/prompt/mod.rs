@@ -23,8 +23,8 @@ use crate::tokenizer::TextTokenizer;
 pub use chatml::{AudioSource, Content, GenerationPrompt, Message, Role};
 pub use chunk::{ChunkMethod, Chunking};
 pub use collate::{
-    build_delay_pattern, generated_to_frames, revert_delay_pattern, wrap_and_delay, AudioInCodes,
-    AudioItem, AudioKind, ModelInput, Placeholder, Run, RunKind, Segment,
+    build_delay_pattern, check_codes, generated_to_frames, revert_delay_pattern, wrap_and_delay,
+    AudioInCodes, AudioItem, AudioKind, ModelInput, Placeholder, Run, RunKind, Segment,
 };
 pub use system::{AudioClip, VoiceLibrary, VoicePlacement, VoiceRef};
 

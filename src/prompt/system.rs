@@ -30,24 +30,22 @@ pub struct AudioClip {
 }
 
 impl AudioClip {
-    /// Reads the WAV header of `path` and derives the 24 kHz length.
-    pub fn from_wav(path: &Path) -> Result<Self> {
-        let reader = hound::WavReader::open(path)
-            .map_err(|e| Error::Audio(format!("{}: cannot read WAV: {e}", path.display())))?;
-        let spec = reader.spec();
-        if spec.sample_rate == 0 || spec.channels == 0 {
-            return Err(Error::Audio(format!(
-                "{}: bad WAV header (rate {}, channels {})",
-                path.display(),
-                spec.sample_rate,
-                spec.channels
-            )));
-        }
-        let n_samples = reader.duration() as usize;
+    /// Probes `path` (any format `audio::decode` reads: WAV, MP3, FLAC, Ogg Vorbis, AAC) and
+    /// derives the 24 kHz length. WAV and FLAC lengths come from the header; other formats
+    /// are counted by decoding, so the length always equals what `encode_file` will encode.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let info = crate::audio::decode::probe(path)?;
+        let n_samples = usize::try_from(info.n_frames)
+            .map_err(|_| Error::Audio(format!("{}: {} frames", path.display(), info.n_frames)))?;
         Ok(AudioClip {
             path: path.to_path_buf(),
-            n_samples_24k: resampled_len(n_samples, spec.sample_rate),
+            n_samples_24k: resampled_len(n_samples, info.sample_rate_hz),
         })
+    }
+
+    /// [`AudioClip::from_file`] under its older name (clips used to be WAV only).
+    pub fn from_wav(path: &Path) -> Result<Self> {
+        Self::from_file(path)
     }
 
     /// Codec frames T of this clip.
@@ -172,6 +170,32 @@ impl VoiceLibrary {
             transcript,
             clip: AudioClip::from_wav(&audio)?,
         })
+    }
+
+    /// The voices of this folder, sorted: the `config.json` names, or every `NAME.wav` with a
+    /// `NAME.txt` beside it; then `profile:NAME` for each text profile of `profile.yaml`.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.config {
+            Some(cfg) => cfg.keys().cloned().collect(),
+            None => std::fs::read_dir(&self.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    let stem = p.file_stem()?.to_str()?.to_string();
+                    (p.extension()? == "wav" && p.with_extension("txt").is_file()).then_some(stem)
+                })
+                .collect(),
+        };
+        names.sort();
+        let yaml = self.dir.join("profile.yaml");
+        if let Ok(text) = std::fs::read_to_string(&yaml) {
+            if let Ok(profiles) = parse_profiles_yaml(&text) {
+                names.extend(profiles.keys().map(|k| format!("profile:{k}")));
+            }
+        }
+        names
     }
 
     /// Resolves a comma-separated `--ref_audio` list (entries are not trimmed).
