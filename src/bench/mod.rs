@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod http;
 pub mod serve;
 
 #[derive(clap::Args)]

@@ -62,6 +62,15 @@ pub struct ServeBenchArgs {
     /// Prefix cache off (to measure what it saves).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Measure `higgs serve`'s overhead: run one speech workload twice on fresh engines, once
+    /// submitted to the engine handle directly and once as HTTP requests to the server on
+    /// 127.0.0.1 (streamed PCM), and print both lines and their ratios.
+    #[arg(long)]
+    pub http: bool,
+    /// With --http: rounds of (engine, HTTP), alternating which goes first; the medians of the
+    /// per-round ratios are printed.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
 }
 
 const MAX_REQUESTS: usize = 100_000;
@@ -75,7 +84,7 @@ fn range(v: &[usize], what: &str) -> anyhow::Result<(usize, usize)> {
 
 /// A codec for the benchmark: the released sizes, or a narrow one (decoder width 64) whose
 /// CPU decode keeps up with a small model.
-fn codec(released: bool, device: &Device) -> anyhow::Result<AudioTokenizer> {
+pub(super) fn codec(released: bool, device: &Device) -> anyhow::Result<AudioTokenizer> {
     let mut cfg = CodecConfig::released();
     if !released {
         cfg.decoder_channels = 64;
@@ -86,15 +95,15 @@ fn codec(released: bool, device: &Device) -> anyhow::Result<AudioTokenizer> {
 
 /// Timeline of one request, seen by its reader.
 #[derive(Default)]
-struct Trace {
-    ttfa_s: Option<f64>,
-    underruns: usize,
-    frames: usize,
-    samples: usize,
-    ok: bool,
+pub(super) struct Trace {
+    pub ttfa_s: Option<f64>,
+    pub underruns: usize,
+    pub frames: usize,
+    pub samples: usize,
+    pub ok: bool,
 }
 
-fn read_stream(mut s: crate::engine::EventStream, sent: Instant, rate: f64) -> Trace {
+pub(super) fn read_stream(mut s: crate::engine::EventStream, sent: Instant, rate: f64) -> Trace {
     let mut t = Trace::default();
     let mut first: Option<Instant> = None;
     let mut delivered_s = 0.0;
@@ -131,7 +140,7 @@ fn read_stream(mut s: crate::engine::EventStream, sent: Instant, rate: f64) -> T
     }
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(super) fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -139,7 +148,10 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn run(shape: &str, dtype: DType, device: Device, a: &ServeBenchArgs) -> anyhow::Result<()> {
+/// The flags' values checked; the text-token and output-frame ranges.
+pub(super) fn checked_ranges(
+    a: &ServeBenchArgs,
+) -> anyhow::Result<((usize, usize), (usize, usize))> {
     if a.requests == 0 || a.requests > MAX_REQUESTS {
         bail!("--requests {}: must be in 1..={MAX_REQUESTS}", a.requests);
     }
@@ -149,8 +161,6 @@ pub fn run(shape: &str, dtype: DType, device: Device, a: &ServeBenchArgs) -> any
     if !(0.0..=1.0).contains(&a.voice_reuse) || !(0.0..=600.0).contains(&a.voice_seconds) {
         bail!("--voice-reuse must be in [0, 1] and --voice-seconds in [0, 600]");
     }
-    let (t_lo, t_hi) = range(&a.text_tokens, "text-tokens")?;
-    let (f_lo, f_hi) = range(&a.output_frames, "output-frames")?;
     if a.kv_positions == 0 || a.kv_positions > super::MAX_KV_TOKENS {
         bail!(
             "--kv-positions {}: must be in 1..={}",
@@ -158,6 +168,17 @@ pub fn run(shape: &str, dtype: DType, device: Device, a: &ServeBenchArgs) -> any
             super::MAX_KV_TOKENS
         );
     }
+    Ok((
+        range(&a.text_tokens, "text-tokens")?,
+        range(&a.output_frames, "output-frames")?,
+    ))
+}
+
+pub fn run(shape: &str, dtype: DType, device: Device, a: &ServeBenchArgs) -> anyhow::Result<()> {
+    if a.http {
+        return super::http::run(shape, dtype, device, a);
+    }
+    let ((t_lo, t_hi), (f_lo, f_hi)) = checked_ranges(a)?;
     let cfg = super::shape_config(shape)?;
     let block_size = 16;
     let engine_cfg = EngineConfig {

@@ -24,9 +24,9 @@ mod health;
 mod metrics;
 mod models;
 mod params;
-mod speech;
+pub mod speech;
 mod state;
-mod voice_store;
+pub mod voice_store;
 mod voices;
 
 pub use state::{AppState, ServerConfig};
@@ -132,6 +132,11 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
+    // No Nagle: an audio chunk goes out when written, not after the peer's delayed ACK of
+    // the response head (a 40 ms stall on the first chunk otherwise).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     tokio::select! {
         r = server => r,

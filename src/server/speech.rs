@@ -95,11 +95,76 @@ fn positive(v: Option<i64>, name: &str, default: usize, max: usize) -> Result<us
     }
 }
 
+/// A checked speech request, ready for the engine.
+pub struct Prepared {
+    pub request: TtsRequest,
+    format: AudioFormat,
+    stream_format: StreamFormat,
+    voice_label: String,
+}
+
+/// The engine request a speech body asks for, exactly as the handler submits it (also used by
+/// `higgs bench serve --http` to run the same work without HTTP).
+pub fn prepare_body(st: &AppState, body: &[u8]) -> Result<TtsRequest, ApiError> {
+    let req: SpeechRequest = super::params::parse_json(body)?;
+    prepare(st, req).map(|p| p.request)
+}
+
 async fn run(
     st: &Arc<AppState>,
     req: SpeechRequest,
     tracker: &mut Option<Tracker>,
 ) -> Result<Reply, ApiError> {
+    let p = prepare(st, req)?;
+    if let Some(t) = tracker.as_mut() {
+        t.voice = p.voice_label.clone();
+    }
+    let (format, stream_format) = (p.format, p.stream_format);
+    let events = st.handle.submit_async(p.request).await?;
+    // From here the driver holds the tracker (and logs the request when dropped).
+    let t = tracker
+        .take()
+        .ok_or_else(|| ApiError::internal("request tracker missing"))?;
+    let mut driver = Driver::new(st, events, t);
+    let encoder = AudioEncoder::new(format)?;
+    if stream_format != StreamFormat::Whole {
+        return Ok(Reply::Streamed(Box::new(driver), stream_format, encoder));
+    }
+    drop(encoder);
+    let out = match collect(&mut driver).await {
+        Ok(o) => o,
+        Err(e) => {
+            driver.tracker.finish(e.status.as_u16().to_string());
+            return Err(e);
+        }
+    };
+    let samples = out.samples;
+    let bytes = tokio::task::spawn_blocking(move || encode_all(format, &samples))
+        .await
+        .map_err(|e| ApiError::internal(format!("encoder task: {e}")))??;
+    driver.tracker.finish("200");
+    Ok(Reply::Whole(
+        ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+    ))
+}
+
+/// Words for the auto-chunking decision: whitespace-separated words, with each CJK character
+/// counted as one (Chinese has no spaces; the chunker itself segments with jieba).
+fn word_count(text: &str) -> usize {
+    text.split_whitespace()
+        .map(|w| {
+            let cjk = w
+                .chars()
+                .filter(|&c| {
+                    ('\u{4e00}'..='\u{9fff}').contains(&c) || ('\u{3400}'..='\u{4dbf}').contains(&c)
+                })
+                .count();
+            cjk.max(1)
+        })
+        .sum()
+}
+
+fn prepare(st: &AppState, req: SpeechRequest) -> Result<Prepared, ApiError> {
     check_model(st, req.model.as_deref())?;
     let input = req
         .input
@@ -178,12 +243,9 @@ async fn run(
         Some(scene_parts.join("\n"))
     };
     let voice = resolve(st, "voice", req.voice.as_ref())?;
-    if let Some(t) = tracker.as_mut() {
-        t.voice = voice.label.clone();
-    }
     let max_word_num = positive(req.chunk_max_word_num, "chunk_max_word_num", 200, 100_000)?;
     let method = match req.chunk_method.as_deref() {
-        None if input.split_whitespace().count() > max_word_num => ChunkMethod::Word,
+        None if word_count(input) > max_word_num => ChunkMethod::Word,
         None | Some("none") => ChunkMethod::None,
         Some("word") => ChunkMethod::Word,
         Some("speaker") => ChunkMethod::Speaker,
@@ -224,35 +286,15 @@ async fn run(
     let gen = req
         .knobs
         .generation(st, None, vec![sp.eot_id.0, sp.end_of_text.0])?;
-    let mut treq = TtsRequest::new(TtsInput::LongForm(prompt), gen);
-    treq.force_audio = true;
-    treq.clip_codes = voice.codes;
-    let events = st.handle.submit_async(treq).await?;
-    // From here the driver holds the tracker (and logs the request when dropped).
-    let t = tracker
-        .take()
-        .ok_or_else(|| ApiError::internal("request tracker missing"))?;
-    let mut driver = Driver::new(st, events, t);
-    let encoder = AudioEncoder::new(format)?;
-    if stream_format != StreamFormat::Whole {
-        return Ok(Reply::Streamed(Box::new(driver), stream_format, encoder));
-    }
-    drop(encoder);
-    let out = match collect(&mut driver).await {
-        Ok(o) => o,
-        Err(e) => {
-            driver.tracker.finish(e.status.as_u16().to_string());
-            return Err(e);
-        }
-    };
-    let samples = out.samples;
-    let bytes = tokio::task::spawn_blocking(move || encode_all(format, &samples))
-        .await
-        .map_err(|e| ApiError::internal(format!("encoder task: {e}")))??;
-    driver.tracker.finish("200");
-    Ok(Reply::Whole(
-        ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
-    ))
+    let mut request = TtsRequest::new(TtsInput::LongForm(prompt), gen);
+    request.force_audio = true;
+    request.clip_codes = voice.codes;
+    Ok(Prepared {
+        request,
+        format,
+        stream_format,
+        voice_label: voice.label,
+    })
 }
 
 /// A chunked audio body. An error mid-stream ends the body early (the client sees a cut

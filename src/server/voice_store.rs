@@ -2,7 +2,8 @@
 //! at upload), or a text description (a Higgs profile voice). With a store folder each voice
 //! is one JSON file `ID.json`, written atomically (temporary file, fsync, rename), so a crash
 //! at any moment leaves either the whole voice or none; at start every file is read back and a
-//! corrupt one is skipped with a log line naming it.
+//! corrupt one is skipped with a log line naming it (temporary files of writes that a crash
+//! cut short are removed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,16 @@ impl VoiceStore {
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
+            // A write cut short (crash, kill -9) leaves its temporary file; the voice itself
+            // was never renamed into place, so the file is garbage.
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            if fname.starts_with(".voice_") && fname.ends_with(".tmp") {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => eprintln!("voices-store: removed the unfinished write {fname}"),
+                    Err(e) => eprintln!("voices-store: cannot remove {fname}: {e}"),
+                }
+                continue;
+            }
             if path.extension().is_none_or(|e| e != "json") || !valid_id(stem) {
                 continue;
             }
