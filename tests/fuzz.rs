@@ -1,6 +1,7 @@
 //! Fuzz targets for every parser that reads user-supplied files: the safetensors header and the
 //! shard index, the `model.pth` pickle (alone and inside its zip), the LLM and codec
-//! `config.json`, and `.npy` code files. Each target feeds arbitrary bytes and structured
+//! `config.json`, `.npy` code files, WAV and every decoded audio container (FLAC, MP3, AAC,
+//! Ogg Vorbis); tests/fuzz_server.rs fuzzes the server's request bodies. Each target feeds arbitrary bytes and structured
 //! mutations (flip, insert, delete, truncate, overwrite with boundary values; for JSON, a field
 //! replaced by a hostile value) of the fixture files, and asserts the parser returns Ok or a
 //! clean Err: no panic, no allocation above `ALLOC_CAP`, and an accepted config yields finite
@@ -10,268 +11,20 @@
 //! sets `HIGGS_FUZZ_SECONDS` to run each target for that long instead. Failures found are kept
 //! as regression cases in tests/hostile_input.rs. spec: issue 12 §2.
 
+use higgs_engine::audio::decode::{decode_bytes, probe_bytes, DecodeLimits};
+use higgs_engine::audio::encode::{encode_all, AudioFormat};
 use higgs_engine::codec::config::CodecConfig;
 use higgs_engine::codec::npy;
 use higgs_engine::codec::pth;
 use higgs_engine::config::ModelConfig;
 use higgs_engine::weights::safetensors::{self as st, Checkpoint};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-/// Largest single allocation a parser may make on hostile input. Above it the allocator
-/// refuses, which aborts the run with "memory allocation of N bytes failed": a found bug.
-const ALLOC_CAP: usize = 512 << 20;
-static LARGEST_ALLOC: AtomicUsize = AtomicUsize::new(0);
-
-struct CappedAlloc;
-
-// SAFETY: forwards to the system allocator unchanged; only refuses (null) requests above the
-// cap, which GlobalAlloc permits.
-unsafe impl GlobalAlloc for CappedAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST_ALLOC.fetch_max(l.size(), Ordering::Relaxed);
-        if l.size() > ALLOC_CAP {
-            return std::ptr::null_mut();
-        }
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST_ALLOC.fetch_max(new, Ordering::Relaxed);
-        if new > ALLOC_CAP {
-            return std::ptr::null_mut();
-        }
-        System.realloc(p, l, new)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CappedAlloc = CappedAlloc;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference")
-        .join(rel)
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("higgs_fuzz_{tag}_{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Run `test` on inputs from `strategy` until the case count or the time budget is spent, and
-/// print how many ran. A failure (Err or panic) is reported with its shrunk input.
-fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S::Value: std::fmt::Debug,
-{
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let seconds = env("HIGGS_FUZZ_SECONDS");
-    let cases = env("HIGGS_FUZZ_CASES").unwrap_or(2000);
-    let budget = seconds.map(Duration::from_secs);
-    let chunk = if budget.is_some() {
-        1000
-    } else {
-        cases.min(1000)
-    } as u32;
-    let t0 = Instant::now();
-    let mut done: u64 = 0;
-    let mut runner = TestRunner::new(Config {
-        cases: chunk,
-        failure_persistence: None,
-        max_shrink_iters: 2000,
-        ..Config::default()
-    });
-    loop {
-        let more = match budget {
-            Some(b) => t0.elapsed() < b,
-            None => done < cases,
-        };
-        if !more {
-            break;
-        }
-        if let Err(e) = runner.run(&strategy, &test) {
-            panic!("fuzz target {name} failed after {done} cases: {e}");
-        }
-        done += u64::from(chunk);
-    }
-    eprintln!(
-        "fuzz {name}: {done} inputs in {:.1} s, 0 failures, largest allocation {} bytes",
-        t0.elapsed().as_secs_f64(),
-        LARGEST_ALLOC.load(Ordering::Relaxed)
-    );
-}
-
-/// One edit of a byte string.
-#[derive(Clone, Debug)]
-enum Edit {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-    Truncate(usize),
-    /// Eight little-endian bytes of a boundary value (0, -1, 2^31, 2^32, 2^63 ...).
-    Word(usize, u64),
-}
-
-fn boundary_word() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        Just(0u64),
-        Just(u64::MAX),
-        Just(1 << 31),
-        Just(1 << 32),
-        Just((1 << 32) + 3),
-        Just(1 << 63),
-        Just(i64::MAX as u64),
-        Just(0x7fc0_0000),
-        any::<u64>(),
-    ]
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    let pos = any::<usize>();
-    prop_oneof![
-        (pos, 1u8..=255).prop_map(|(p, m)| Edit::Flip(p, m)),
-        (pos, any::<u8>()).prop_map(|(p, b)| Edit::Set(p, b)),
-        (pos, prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(p, b)| Edit::Insert(p, b)),
-        (pos, 1usize..64).prop_map(|(p, n)| Edit::Delete(p, n)),
-        pos.prop_map(Edit::Truncate),
-        (pos, boundary_word()).prop_map(|(p, w)| Edit::Word(p, w)),
-    ]
-}
-
-/// Positions are taken modulo the length; `focus` (when non-empty) is the byte range most edits
-/// land in (the header of a file whose body is mostly tensor data).
-fn apply(base: &[u8], edits: &[Edit], focus: usize) -> Vec<u8> {
-    let mut b = base.to_vec();
-    for e in edits {
-        let n = b.len().max(1);
-        let at = |p: usize| {
-            if focus > 0 && !p.is_multiple_of(4) {
-                p % focus.min(n)
-            } else {
-                p % n
-            }
-        };
-        match e {
-            Edit::Flip(p, m) if !b.is_empty() => {
-                let i = at(*p);
-                b[i] ^= m;
-            }
-            Edit::Set(p, v) if !b.is_empty() => {
-                let i = at(*p);
-                b[i] = *v;
-            }
-            Edit::Insert(p, bytes) => {
-                let i = at(*p).min(b.len());
-                b.splice(i..i, bytes.iter().copied());
-            }
-            Edit::Delete(p, k) if !b.is_empty() => {
-                let i = at(*p);
-                let j = (i + k).min(b.len());
-                b.drain(i..j);
-            }
-            Edit::Truncate(p) => b.truncate(p % n),
-            Edit::Word(p, w) if b.len() >= 8 => {
-                let i = at(*p).min(b.len() - 8);
-                b[i..i + 8].copy_from_slice(&w.to_le_bytes());
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-/// Arbitrary bytes, or the base file with a few edits.
-fn bytes_or_mutation(base: Vec<u8>, focus: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        1 => prop::collection::vec(any::<u8>(), 0..512),
-        4 => prop::collection::vec(edit(), 1..6).prop_map(move |e| apply(&base, &e, focus)),
-    ]
-}
-
-/// A JSON value likely to break a config field.
-fn hostile_json() -> impl Strategy<Value = serde_json::Value> {
-    use serde_json::json;
-    prop_oneof![
-        Just(json!(0)),
-        Just(json!(-1)),
-        Just(json!(1u64 << 32)),
-        Just(json!((1u64 << 32) + 5)),
-        Just(json!(u64::MAX)),
-        Just(json!(1e39)),
-        Just(json!(-0.0)),
-        Just(json!(1e-50)),
-        Just(json!(null)),
-        Just(json!("llama")),
-        Just(json!([])),
-        Just(json!([0, 99, 1u64 << 40])),
-        Just(json!({})),
-        Just(json!(true)),
-        any::<u64>().prop_map(|x| json!(x)),
-        any::<i64>().prop_map(|x| json!(x)),
-        any::<f64>()
-            .prop_filter("finite", |x| x.is_finite())
-            .prop_map(|x| json!(x)),
-        (0u32..24).prop_map(|s| json!(1u64 << s)),
-    ]
-}
-
-/// Every leaf path of a JSON object (object keys only; arrays count as leaves).
-fn leaf_paths(v: &serde_json::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    if let Some(o) = v.as_object() {
-        for (k, x) in o {
-            prefix.push(k.clone());
-            out.push(prefix.clone());
-            leaf_paths(x, prefix, out);
-            prefix.pop();
-        }
-    }
-}
-
-fn set_path(v: &mut serde_json::Value, path: &[String], x: serde_json::Value) {
-    // An earlier edit may have replaced a parent by a non-object: then this edit is skipped.
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for k in parents {
-        match cur.get_mut(k.as_str()) {
-            Some(next) => cur = next,
-            None => return,
-        }
-    }
-    if let Some(o) = cur.as_object_mut() {
-        o.insert(last.clone(), x);
-    }
-}
-
-/// A JSON config with up to four fields replaced by hostile values, as text; or raw mutations
-/// of the file's text.
-fn json_mutation(base_text: String) -> impl Strategy<Value = String> {
-    let base: serde_json::Value = serde_json::from_str(&base_text).unwrap();
-    let mut paths = Vec::new();
-    leaf_paths(&base, &mut Vec::new(), &mut paths);
-    let n = paths.len();
-    let fields = prop::collection::vec((0..n, hostile_json()), 1..5).prop_map(move |edits| {
-        let mut v = base.clone();
-        for (i, x) in edits {
-            set_path(&mut v, &paths[i], x);
-        }
-        v.to_string()
-    });
-    let text = base_text.clone().into_bytes();
-    let raw = prop::collection::vec(edit(), 1..4)
-        .prop_map(move |e| String::from_utf8_lossy(&apply(&text, &e, 0)).into_owned());
-    prop_oneof![3 => fields, 1 => raw]
-}
+#[path = "common/fuzz_harness.rs"]
+mod harness;
+use harness::*;
 
 #[test]
 fn fuzz_safetensors_header() {
@@ -438,4 +191,92 @@ fn fuzz_npy() {
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A short 16-bit WAV (two tones, 0.1 s at 16 kHz).
+fn small_wav() -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cur = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+    for i in 0..3200 {
+        w.write_sample(((i * 97) % 20_000 - 10_000) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    cur.into_inner()
+}
+
+/// A decode that succeeded must respect the limits and give finite samples.
+fn check_decoded(
+    r: higgs_engine::Result<higgs_engine::audio::wav::Waveform>,
+    limits: &DecodeLimits,
+) -> Result<(), TestCaseError> {
+    if let Ok(w) = r {
+        prop_assert!((limits.min_rate_hz..=limits.max_rate_hz).contains(&w.sample_rate_hz));
+        let max = (limits.max_seconds * f64::from(w.sample_rate_hz)) as usize;
+        prop_assert!(
+            w.samples.len() <= max,
+            "{} samples past the cap",
+            w.samples.len()
+        );
+        prop_assert!(w.samples.iter().all(|s| s.is_finite()));
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_wav() {
+    let limits = DecodeLimits {
+        max_seconds: 5.0,
+        ..DecodeLimits::default()
+    };
+    fuzz("wav", bytes_or_mutation(small_wav(), 44), |b| {
+        check_decoded(decode_bytes(&b, &limits), &limits)?;
+        let _ = probe_bytes(&b, &limits);
+        let _ = higgs_engine::audio::wav::read_wav_bytes(&b);
+        Ok(())
+    });
+}
+
+/// Ogg Vorbis from libvorbis (an encoder independent of ours), mono 24 kHz.
+fn ogg_vorbis(x: &[f32]) -> Vec<u8> {
+    use std::num::{NonZeroU32, NonZeroU8};
+    let mut enc = vorbis_rs::VorbisEncoderBuilder::new_with_serial(
+        NonZeroU32::new(24_000).unwrap(),
+        NonZeroU8::new(1).unwrap(),
+        Vec::new(),
+        1,
+    )
+    .build()
+    .unwrap();
+    for block in x.chunks(1024) {
+        enc.encode_audio_block([block]).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+#[test]
+fn fuzz_audio_formats() {
+    // Every container the upload decoder accepts, as our encoders write them.
+    let signal: Vec<f32> = (0..4800).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+    let mut bases: Vec<Vec<u8>> = [AudioFormat::Flac, AudioFormat::Mp3, AudioFormat::Aac]
+        .into_iter()
+        .map(|f| encode_all(f, &signal).unwrap())
+        .collect();
+    bases.push(ogg_vorbis(&signal));
+    let limits = DecodeLimits {
+        max_seconds: 5.0,
+        ..DecodeLimits::default()
+    };
+    let strategy =
+        (0..bases.len()).prop_flat_map(move |k| bytes_or_mutation(bases[k].clone(), 256));
+    fuzz("audio_formats", strategy, |b| {
+        check_decoded(decode_bytes(&b, &limits), &limits)?;
+        let _ = probe_bytes(&b, &limits);
+        Ok(())
+    });
 }

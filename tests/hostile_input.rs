@@ -456,3 +456,97 @@ fn cli_checks_output_and_sizes_before_work() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--batch"), "{err}");
 }
+
+/// Found by `fuzz_audio_formats`: an ADTS AAC stream with three flipped header bits makes
+/// symphonia's AAC decoder index out of bounds (symphonia-codec-aac 0.5.5, ics/mod.rs). The
+/// decoder's panic is contained: the caller gets an audio error, and the process goes on.
+#[test]
+fn a_decoder_panic_on_malformed_audio_is_an_error() {
+    use higgs_engine::audio::decode::{decode_bytes, probe_bytes, DecodeLimits};
+    let bytes = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/aac_ics_panic.aac"),
+    )
+    .unwrap();
+    let e = err_of(decode_bytes(&bytes, &DecodeLimits::default()));
+    assert!(e.contains("malformed audio"), "{e}");
+    let _ = probe_bytes(&bytes, &DecodeLimits::default());
+    // Still decoding afterwards.
+    let wav = std::fs::read(fixture("codec/test_signal.wav")).unwrap();
+    assert!(decode_bytes(&wav, &DecodeLimits::default()).is_ok());
+}
+
+/// NaN logits at run time (weights that passed the load checks but break in compute) fail
+/// that request with a clear error instead of sampling garbage; other requests are untouched.
+#[test]
+fn non_finite_logits_fail_the_request() {
+    use higgs_engine::engine::{Engine, EngineConfig, FinishReason, GenerationParams, Prompt};
+    use higgs_engine::model::{LoadOptions, Model, ModelWeights};
+    use std::sync::Arc;
+    let dir = fixture("llm");
+    let cfg = ModelConfig::load(&dir).unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default()).unwrap();
+    for v in w.text_head.as_f32_mut().unwrap().iter_mut() {
+        *v = f32::NAN;
+    }
+    let model = Arc::new(Model::new(cfg.clone(), w));
+    let mut engine = Engine::new(model, EngineConfig::default()).unwrap();
+    let prompt = Prompt {
+        ids: vec![cfg.bos_token, 20, 21, 22],
+        ..Prompt::default()
+    };
+    let out = engine
+        .generate(&prompt, GenerationParams::new(8, vec![cfg.eos_token]))
+        .unwrap();
+    match out.finish {
+        Some(FinishReason::Error(m)) => assert!(m.contains("non-finite text logit"), "{m}"),
+        other => panic!("finished with {other:?}"),
+    }
+}
+
+/// A reference clip longer than the whole KV cache is refused from its header, before the
+/// clip is encoded.
+#[test]
+fn a_clip_that_can_never_fit_is_refused_before_encoding() {
+    let d = scratch("fit");
+    let clip = d.join("long.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&clip, spec).unwrap();
+    for i in 0..8000 * 60 {
+        w.write_sample(((i % 200) as i16 - 100) * 50).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_higgs"))
+        .args(["tts", "--model"])
+        .arg(fixture("llm"))
+        .arg("--audio-tokenizer")
+        .arg(fixture("codec"))
+        .arg("--tokenizer")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/toy-tokenizer.json"))
+        .args([
+            "--text",
+            "The fox.",
+            "--ref-text",
+            "The dog.",
+            "--max-context",
+            "512",
+        ])
+        .arg("--ref-audio")
+        .arg(&clip)
+        .arg("-o")
+        .arg(d.join("out.wav"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("reference clips alone are 1500 frames"),
+        "{err}"
+    );
+    assert!(!d.join("out.wav").exists());
+}

@@ -347,7 +347,33 @@ fn run(
     Ok(total)
 }
 
+/// Runs a symphonia pass; a panic inside the decoder (a bug on malformed input) becomes an
+/// audio error for this input instead of taking the process (or a server) down.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(Error::Audio(format!(
+            "the decoder failed while {what} this input (malformed audio): {msg}"
+        )))
+    })
+}
+
 fn decode_source(
+    source: Box<dyn MediaSource>,
+    head: &[u8],
+    hint: Hint,
+    limits: &DecodeLimits,
+) -> Result<Waveform> {
+    guarded("decoding", || {
+        decode_source_inner(source, head, hint, limits)
+    })
+}
+
+fn decode_source_inner(
     source: Box<dyn MediaSource>,
     head: &[u8],
     hint: Hint,
@@ -371,6 +397,15 @@ fn decode_source(
 }
 
 fn probe_source(
+    source: Box<dyn MediaSource>,
+    head: &[u8],
+    hint: Hint,
+    limits: &DecodeLimits,
+) -> Result<AudioInfo> {
+    guarded("probing", || probe_source_inner(source, head, hint, limits))
+}
+
+fn probe_source_inner(
     source: Box<dyn MediaSource>,
     head: &[u8],
     hint: Hint,

@@ -230,6 +230,7 @@ impl<S: EventSink> OutputProcessor<S> {
         let force = req.force_audio.then_some(cfg.audio_out_bos_token);
         let (long_form, input) = match req.input {
             TtsInput::LongForm(pr) => {
+                check_clips_can_fit(engine, &pr, req.gen.max_new_tokens)?;
                 let cache = &mut self.clip_cache;
                 let given = &req.clip_codes;
                 let mut encode = |clip: &AudioClip| -> Result<Vec<Vec<u32>>> {
@@ -505,4 +506,28 @@ impl<S: EventSink> OutputProcessor<S> {
             }
         }
     }
+}
+
+/// Refuses, before any clip is encoded, a long-form request whose reference clips alone (their
+/// frame counts come from the file headers) plus `max_new_tokens` exceed the KV cache: each
+/// clip is at least its frames of prompt positions. The exact check follows at `add`.
+fn check_clips_can_fit(engine: &Engine, pr: &PromptRequest, max_new: usize) -> Result<()> {
+    let frames: usize = pr
+        .voices
+        .iter()
+        .map(|v| match v {
+            crate::prompt::VoiceRef::Clip { clip, .. } => clip.frames(),
+            crate::prompt::VoiceRef::Profile { .. } => 0,
+        })
+        .sum();
+    let kv = engine.scheduler().kv();
+    let capacity = kv.num_blocks() * kv.block_size();
+    if frames.saturating_add(max_new) > capacity {
+        return Err(Error::BadRequest(format!(
+            "request can never fit the KV cache: its reference clips alone are {frames} frames \
+             (prompt positions) and max_new_tokens is {max_new}, the cache holds {capacity} \
+             positions; use shorter clips, lower max_new_tokens or raise --max-context"
+        )));
+    }
+    Ok(())
 }

@@ -156,6 +156,7 @@ impl GenState {
             }
             Mode::Text => {
                 let z = heads.text_logits()?;
+                check_finite(z, "text", self.out.steps)?;
                 let p = &self.params;
                 let mut tok = sample(z, &p.sampling, &p.suppress_text, &mut self.rng) as u32;
                 if self.params.record_logits {
@@ -208,6 +209,7 @@ impl GenState {
             Some(drawn) => drawn.to_vec(),
             None => {
                 let z = heads.audio_logits()?;
+                check_finite(z, "audio", self.out.steps)?;
                 self.draw_column(z, cfg.n_codebooks, cfg.codebook_rows())
             }
         };
@@ -239,5 +241,19 @@ impl GenState {
                 },
             ))
         }
+    }
+}
+
+/// Fails the sequence (only it) on a NaN or +Inf logit: sampling would otherwise draw from a
+/// NaN distribution and stream garbage with a success status. (-Inf is a legal masked logit.)
+/// Audio columns drawn on the device are not scanned here.
+fn check_finite(z: &[f32], head: &str, step: usize) -> Result<()> {
+    match z.iter().position(|v| v.is_nan() || *v == f32::INFINITY) {
+        None => Ok(()),
+        Some(i) => Err(Error::Other(format!(
+            "the model produced a non-finite {head} logit ({}) at index {i}, generation step \
+             {step}: the weights or the inputs are broken",
+            z[i]
+        ))),
     }
 }
