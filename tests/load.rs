@@ -358,7 +358,7 @@ fn load_with_faults_loses_nothing_and_leaks_nothing() {
     // Warm-up: a quarter of the load with the same mix (allocator arenas, thread pools and
     // stacks, caches reach their working size).
     let warm = run_phase(
-        (n / 4).max(2 * clients),
+        (n / 4).max(8 * clients),
         clients,
         0x3a43_0000,
         &base,

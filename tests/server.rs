@@ -506,7 +506,10 @@ fn raw_request(addr: &str, body: &Value) -> TcpStream {
 #[test]
 fn full_queue_gets_429_and_dropped_clients_free_their_blocks() {
     let s = Server::start("queue", &["--max-queue", "1"]);
-    let long = json!({"input": "The fox.", "response_format": "pcm", "stream_format": "audio", "max_new_tokens": 5000, "seed": 1});
+    // One long-form chunk per word: the request runs for many steps even where the model
+    // ends a chunk early, so it is surely in flight when the checks below look.
+    let text = vec!["fox"; 400].join(" ");
+    let long = json!({"input": text, "chunk_method": "word", "chunk_max_word_num": 1, "response_format": "pcm", "stream_format": "audio", "max_new_tokens": 200, "seed": 1});
     // A streamed request that reads a little and goes away.
     let mut first = raw_request(&s.addr(), &long);
     let mut buf = [0u8; 256];
@@ -529,8 +532,7 @@ fn full_queue_gets_429_and_dropped_clients_free_their_blocks() {
         },
     );
     // A whole-body request whose client goes away before the answer.
-    let whole =
-        json!({"input": "The fox.", "response_format": "wav", "max_new_tokens": 5000, "seed": 1});
+    let whole = json!({"input": text, "chunk_method": "word", "chunk_max_word_num": 1, "response_format": "wav", "max_new_tokens": 200, "seed": 1});
     let sock = raw_request(&s.addr(), &whole);
     wait_for(
         &s,
