@@ -183,6 +183,31 @@ fn print(label: &str, n: usize, s: &Summary) {
     );
 }
 
+/// Sends each item at its Poisson arrival time (`gaps` apart) on a thread of its own, which
+/// runs `client(item, sent)`; waits for all and summarises.
+fn open_loop<T: Send + 'static>(
+    items: Vec<T>,
+    gaps: &[f64],
+    rate: f64,
+    client: impl Fn(T, Instant) -> Trace + Send + Sync + Clone + 'static,
+) -> Summary {
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    let mut due = 0.0;
+    for (item, gap) in items.into_iter().zip(gaps) {
+        due += gap;
+        wait_until(start, due);
+        let sent = Instant::now();
+        let c = client.clone();
+        threads.push(std::thread::spawn(move || c(item, sent)));
+    }
+    let traces: Vec<Trace> = threads
+        .into_iter()
+        .map(|r| r.join().unwrap_or_default())
+        .collect();
+    summarize(&traces, start.elapsed().as_secs_f64(), rate)
+}
+
 /// Sleeps until `due` seconds after `start`.
 fn wait_until(start: Instant, due: f64) {
     let wait = due - start.elapsed().as_secs_f64();
@@ -300,28 +325,17 @@ fn run_engine(
         .map(|b| crate::server::speech::prepare_body(&st, b.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("building the workload: {e}"))?;
-    let start = Instant::now();
-    let mut readers = Vec::new();
-    let mut due = 0.0;
-    for (req, gap) in requests.into_iter().zip(gaps) {
-        due += gap;
-        wait_until(start, due);
-        let sent = Instant::now();
+    let handle = st.handle.clone();
+    Ok(open_loop(requests, gaps, rate, move |req, sent| {
         // Submitted from the request's own thread, as concurrent HTTP handlers submit.
-        let h = st.handle.clone();
-        readers.push(std::thread::spawn(move || match h.submit(req) {
+        match handle.submit(req) {
             Ok(s) => read_stream(s, sent, rate),
             Err(e) => {
                 eprintln!("submit failed: {e}");
                 Trace::default()
             }
-        }));
-    }
-    let traces: Vec<Trace> = readers
-        .into_iter()
-        .map(|r| r.join().unwrap_or_default())
-        .collect();
-    Ok(summarize(&traces, start.elapsed().as_secs_f64(), rate))
+        }
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -346,21 +360,9 @@ fn run_http(
     let server = rt.spawn(crate::server::serve(listener, st.clone(), async move {
         let _ = stop_rx.await;
     }));
-    let start = Instant::now();
-    let mut clients = Vec::new();
-    let mut due = 0.0;
-    for (body, gap) in bodies.iter().zip(gaps) {
-        due += gap;
-        wait_until(start, due);
-        let sent = Instant::now();
-        let (b, body) = (base.clone(), body.clone());
-        clients.push(std::thread::spawn(move || read_http(&b, body, sent, rate)));
-    }
-    let traces: Vec<Trace> = clients
-        .into_iter()
-        .map(|r| r.join().unwrap_or_default())
-        .collect();
-    let http = summarize(&traces, start.elapsed().as_secs_f64(), rate);
+    let http = open_loop(bodies.to_vec(), gaps, rate, move |body, sent| {
+        read_http(&base, body, sent, rate)
+    });
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);
     Ok(http)

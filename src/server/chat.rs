@@ -27,7 +27,7 @@ use super::events::{collect, finish_reason, Chunk, Driver, Tracker};
 use super::params::{check_model, check_user_text, JsonBody, Knobs};
 use super::state::{random_id, unix_now, AppState};
 use super::voices::{decode_upload, resolve, VoiceParam};
-use crate::audio::encode::{encode_all, AudioFormat};
+use crate::audio::encode::{encode_all, AudioEncoder, AudioFormat};
 use crate::engine::{TtsInput, TtsRequest};
 use crate::prompt::{
     serve_model_input, AudioInCodes, AudioItem, AudioSource, Content, GenerationPrompt, Message,
@@ -403,15 +403,10 @@ async fn run(
     .into_response())
 }
 
-/// PCM16 little-endian bytes of samples, clamped as every encoder clamps.
-fn pcm16(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|&s| {
-            let s = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
-            ((s * 32767.0).round() as i16).to_le_bytes()
-        })
-        .collect()
+/// PCM16 little-endian bytes of samples, through the `pcm` response encoder (frame size 1, so
+/// every sample comes out at once; the same clamping as every other format).
+fn pcm16(samples: &[f32]) -> Result<Vec<u8>, ApiError> {
+    Ok(AudioEncoder::new(AudioFormat::Pcm)?.push(samples)?)
 }
 
 struct ChatStream {
@@ -458,7 +453,15 @@ impl ChatStream {
                     if !self.want_audio {
                         continue;
                     }
-                    let data = base64::engine::general_purpose::STANDARD.encode(pcm16(&pcm));
+                    let bytes = match pcm16(&pcm) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.done = true;
+                            self.driver.tracker.finish("encoder-error");
+                            return Some(format!("data: {}\n\n", e.body()));
+                        }
+                    };
+                    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
                     return Some(
                         self.chunk(json!({"audio": {"id": self.audio_id, "data": data}}), None),
                     );
