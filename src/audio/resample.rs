@@ -4,18 +4,19 @@
 //!   `torchaudio.functional.resample(x, 24000, 16000)` with its defaults (Hann-windowed sinc,
 //!   lowpass_filter_width 6, rolloff 0.99). The kernel is built in f32 exactly as torchaudio
 //!   builds it for a float32 waveform, so the HuBERT input matches the reference to ~1 ulp.
-//! * [`resample`]: a general-rate resampler for voice prompts (the reference uses librosa's
-//!   `soxr_hq`). This one is a Kaiser-windowed sinc evaluated through a polyphase table, with a
-//!   passband to 0.91 of the lower Nyquist, stopband from the lower Nyquist, and ~120 dB
-//!   rejection. It differs from libsoxr HQ (a multi-stage FFT design with its own filter shape),
-//!   so samples differ at the 1e-4 level in the top octave, but the alignment (output sample k
-//!   sits at input time k·from/to, first samples coincide) and the output length
-//!   ceil(n·to/from) are soxr's, so downstream frame counts are identical.
+//! * [`resample`]: the general-rate resampler for voice prompts and uploads, the reference's
+//!   own: `librosa.load(path, sr=24000)` resamples with libsoxr at `soxr_hq`, and so does this,
+//!   through the `soxr` crate (libsoxr from the system, scripts/bootstrap.sh), configured as
+//!   python-soxr configures it, with librosa's length fix. tests/resample.rs compares it with
+//!   fixtures made by PyPI `soxr` (scripts/make-resample-fixtures.py).
 //!
 //! May use: error.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
+use soxr::format::Mono;
+use soxr::params::{QualityRecipe, QualitySpec, RuntimeSpec};
+use soxr::Soxr;
 
 /// torchaudio's half-width for 24 kHz -> 16 kHz (reduced rates 3 -> 2): ceil(6·3/1.98).
 const TA_WIDTH: usize = 10;
@@ -86,93 +87,29 @@ pub fn resample_24k_to_16k(x: &[f32]) -> Vec<f32> {
     y
 }
 
-/// Output length of [`resample`]: ceil(n·to/from), soxr's (and librosa's) length.
+/// Output length of [`resample`], as `librosa.resample` fixes it: `ceil(n * (to / from))` with
+/// the ratio and the product in float64. This is not always the exact ceil(n·to/from): for
+/// 44.1 -> 24 kHz every n that is a multiple of 147 makes an exact integer whose float product
+/// lands one ulp above it, and the reference keeps the extra (zero-padded) sample.
 pub fn resampled_len(n: usize, from_hz: u32, to_hz: u32) -> usize {
-    let num = n as u128 * u128::from(to_hz);
-    num.div_ceil(u128::from(from_hz.max(1))) as usize
-}
-
-/// Stopband rejection of the general resampler, in dB (soxr HQ is specified at 20 bits).
-const REJECTION_DB: f64 = 120.0;
-/// Passband end as a fraction of the lower of the two Nyquist frequencies.
-const PASSBAND_END: f64 = 0.91;
-/// Most polyphase rows kept; odd rate pairs with more phases interpolate between rows.
-const MAX_PHASES: usize = 4096;
-
-/// A Kaiser-windowed sinc lowpass sampled on a polyphase grid: row p holds the taps for an
-/// output that falls p/phases of an input sample after the tap grid's centre sample.
-struct PolyphaseFilter {
-    phases: usize,
-    /// taps per row (even; the row spans input samples i0-half+1 ..= i0+half).
-    taps: usize,
-    /// (phases + 1) rows, so interpolation between row p and p+1 needs no wrap-around.
-    table: Vec<f32>,
-}
-
-impl PolyphaseFilter {
-    fn new(up: usize, down: usize) -> Self {
-        // Normalised to the input rate: the lower Nyquist is 0.5·r cycles per input sample.
-        let r = (up as f64 / down as f64).min(1.0);
-        let transition = 0.5 * r * (1.0 - PASSBAND_END);
-        // Kaiser's length formula for the given rejection and transition width.
-        let length = (REJECTION_DB - 7.95) / (2.285 * 2.0 * std::f64::consts::PI * transition);
-        let half = (length / 2.0).ceil() as usize;
-        let beta = 0.1102 * (REJECTION_DB - 8.7);
-        // Cutoff in the middle of the transition band; the sinc's gain c·r keeps DC gain 1.
-        let cutoff = r * (1.0 + PASSBAND_END) / 2.0;
-        let phases = up.min(MAX_PHASES);
-        let taps = 2 * half;
-        let i0_beta = bessel_i0(beta);
-        let mut table = vec![0f32; (phases + 1) * taps];
-        table.par_chunks_mut(taps).enumerate().for_each(|(p, row)| {
-            let frac = p as f64 / phases as f64;
-            for (j, v) in row.iter_mut().enumerate() {
-                let tau = j as f64 - (half as f64 - 1.0) - frac;
-                let u = tau / half as f64;
-                if u.abs() >= 1.0 {
-                    *v = 0.0;
-                    continue;
-                }
-                let window = bessel_i0(beta * (1.0 - u * u).sqrt()) / i0_beta;
-                let arg = std::f64::consts::PI * cutoff * tau;
-                let sinc = if arg == 0.0 { 1.0 } else { arg.sin() / arg };
-                *v = (cutoff * sinc * window) as f32;
-            }
-        });
-        PolyphaseFilter {
-            phases,
-            taps,
-            table,
-        }
+    if from_hz == to_hz || from_hz == 0 {
+        return n;
     }
-
-    fn row(&self, p: usize) -> &[f32] {
-        &self.table[p * self.taps..(p + 1) * self.taps]
-    }
+    let ratio = f64::from(to_hz) / f64::from(from_hz);
+    (n as f64 * ratio).ceil() as usize
 }
 
-/// Modified Bessel function of the first kind, order 0 (power series; converges for all x).
-fn bessel_i0(x: f64) -> f64 {
-    let q = x * x / 4.0;
-    let (mut term, mut sum, mut k) = (1.0f64, 1.0f64, 1.0f64);
-    while term > sum * 1e-17 {
-        term *= q / (k * k);
-        sum += term;
-        k += 1.0;
-    }
-    sum
+/// Input samples per `soxr_process` call, as python-soxr's `resample` feeds libsoxr:
+/// `(size_t)(48000 * in_rate / out_rate)`, so about 48k output samples a call.
+fn soxr_chunk_len(from_hz: u32, to_hz: u32) -> usize {
+    ((48_000.0 * f64::from(from_hz) / f64::from(to_hz)) as usize).max(1)
 }
 
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
-/// Resample mono `x` from `from_hz` to `to_hz` (see the module comment for how this compares
-/// with the reference's soxr_hq). Output sample k is the band-limited value at input time
-/// k·from/to; the signal is zero outside its support. Length: [`resampled_len`].
+/// Resample mono `x` from `from_hz` to `to_hz` as the reference's `librosa.load(path, sr=..)`
+/// does: libsoxr with python-soxr's `quality="soxr_hq"` (recipe `SOXR_HQ` = 20-bit, flags 0 =
+/// `SOXR_ROLLOFF_SMALL`, float32 in and out, scale 1, one thread), the input fed in
+/// python-soxr's chunks, one flush, then `librosa.util.fix_length` to [`resampled_len`]
+/// (zero-padded or trimmed). Spec: codec.md §2.1.
 pub fn resample(x: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     if from_hz == 0 || to_hz == 0 {
         return Err(Error::Audio(format!(
@@ -182,51 +119,33 @@ pub fn resample(x: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     if from_hz == to_hz {
         return Ok(x.to_vec());
     }
-    let g = gcd(u64::from(from_hz), u64::from(to_hz));
-    let (up, down) = (
-        (u64::from(to_hz) / g) as usize,
-        (u64::from(from_hz) / g) as usize,
-    );
-    let filter = PolyphaseFilter::new(up, down);
-    let n = x.len();
-    let n_out = resampled_len(n, from_hz, to_hz);
-    let half = filter.taps / 2;
-    let mut y = vec![0f32; n_out];
-    let chunk = 4096;
-    y.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
-        let mut interp = vec![0f32; filter.taps];
-        for (o, v) in out.iter_mut().enumerate() {
-            let k = (c * chunk + o) as u128;
-            let pos = k * down as u128;
-            let i0 = (pos / up as u128) as usize;
-            let p = (pos % up as u128) as usize;
-            // Map the exact phase p/up onto the table; with phases == up this is row p, w = 0.
-            let num = p * filter.phases;
-            let (row, rem) = (num / up, num % up);
-            let coeffs: &[f32] = if rem == 0 {
-                filter.row(row)
-            } else {
-                let w = rem as f32 / up as f32;
-                let (a, b) = (filter.row(row), filter.row(row + 1));
-                for ((d, &ca), &cb) in interp.iter_mut().zip(a).zip(b) {
-                    *d = ca + w * (cb - ca);
-                }
-                &interp
-            };
-            // Taps cover input samples i0 - half + 1 ..= i0 + half.
-            let first = i0 as isize - half as isize + 1;
-            let lo = (-first).max(0) as usize;
-            let hi = ((n as isize - first).max(0) as usize).min(filter.taps);
-            let mut acc = 0f32;
-            if lo < hi {
-                let xs = &x[(first + lo as isize) as usize..(first + hi as isize) as usize];
-                for (w, s) in coeffs[lo..hi].iter().zip(xs) {
-                    acc += w * s;
-                }
-            }
-            *v = acc;
-        }
-    });
+    let soxr_err = |e: soxr::Error| {
+        Error::Audio(format!(
+            "libsoxr resampling {from_hz} Hz -> {to_hz} Hz: {}",
+            e.as_str()
+        ))
+    };
+    let quality = QualitySpec::new(QualityRecipe::high());
+    let mut soxr = Soxr::<Mono<f32>>::new_with_params(
+        f64::from(from_hz),
+        f64::from(to_hz),
+        quality,
+        RuntimeSpec::new(1),
+    )
+    .map_err(soxr_err)?;
+    // python-soxr's output buffer: (size_t)(ilen * out_rate / in_rate) + 1 samples; libsoxr
+    // stops writing when it is full. fix_length never keeps more than ceil(..) <= that.
+    let capacity = (x.len() as f64 * f64::from(to_hz) / f64::from(from_hz)) as usize + 1;
+    let mut y = vec![0f32; capacity];
+    let mut done = 0usize;
+    for chunk in x.chunks(soxr_chunk_len(from_hz, to_hz)) {
+        let p = soxr.process(chunk, &mut y[done..]).map_err(soxr_err)?;
+        done += p.output_frames;
+    }
+    done += soxr.drain(&mut y[done..]).map_err(soxr_err)?;
+    // librosa.util.fix_length: trim, or pad with zeros (y past `done` is still zero).
+    y.truncate(done);
+    y.resize(resampled_len(x.len(), from_hz, to_hz), 0.0);
     Ok(y)
 }
 

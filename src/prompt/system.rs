@@ -54,14 +54,11 @@ impl AudioClip {
     }
 }
 
-/// Length after resampling `n` samples at `rate_hz` to 24 kHz, as `librosa.resample` fixes it:
-/// `ceil(n * (24000 / rate))` in float64 (the float product is what the reference rounds).
+/// Length after resampling `n` samples at `rate_hz` to 24 kHz, as `librosa.resample` fixes it
+/// (`audio::resample::resampled_len`: `ceil(n * (24000 / rate))` in float64, the float
+/// product being what the reference rounds).
 pub fn resampled_len(n: usize, rate_hz: u32) -> usize {
-    if rate_hz == 24_000 {
-        return n;
-    }
-    let ratio = 24_000f64 / rate_hz as f64;
-    (n as f64 * ratio).ceil() as usize
+    crate::audio::resample::resampled_len(n, rate_hz, 24_000)
 }
 
 /// Codec frames for `n_24k` samples: `floor((n_24k + 841) / 960)` (conv geometry of the
