@@ -1,7 +1,8 @@
-//! Dense projection `y[n, out] = x[n, k] · W[out, k]ᵀ` (every Linear of the model, both heads).
-//! f32 activations, weights in their stored dtype widened one row at a time; parallel over
-//! blocks of output features, four activation rows per pass so each widened weight row is
-//! reused from registers/L1 (decode is bandwidth-bound on the weights, prefill on the FMAs).
+//! Dense projection `y[n, out] = x[n, k] · W[out, k]ᵀ` (every Linear of the model, both heads,
+//! HuBERT, the codec's im2col convolutions). The product goes through `matrixmultiply`'s packed
+//! sgemm (BLIS-style: packed panels, a register-blocked AVX2/FMA micro-kernel chosen at run
+//! time). rayon splits the output features into blocks, one single-threaded sgemm each; weights
+//! stored as bf16/f16 are widened block by block into a reused f32 buffer.
 
 use super::SyncPtr;
 use crate::tensor::CpuStorage;
@@ -65,102 +66,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-#[inline]
-fn dot4(w: &[f32], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32]) -> [f32; 4] {
-    let mut a = [[0f32; 8]; 4];
-    let k8 = w.len() / 8 * 8;
-    for ((((wc, c0), c1), c2), c3) in w[..k8]
-        .chunks_exact(8)
-        .zip(x0[..k8].chunks_exact(8))
-        .zip(x1[..k8].chunks_exact(8))
-        .zip(x2[..k8].chunks_exact(8))
-        .zip(x3[..k8].chunks_exact(8))
-    {
-        for l in 0..8 {
-            a[0][l] += wc[l] * c0[l];
-            a[1][l] += wc[l] * c1[l];
-            a[2][l] += wc[l] * c2[l];
-            a[3][l] += wc[l] * c3[l];
-        }
-    }
-    let red = |a: &[f32; 8]| (a[0] + a[4]) + (a[1] + a[5]) + ((a[2] + a[6]) + (a[3] + a[7]));
-    let mut r = [red(&a[0]), red(&a[1]), red(&a[2]), red(&a[3])];
-    for j in k8..w.len() {
-        r[0] += w[j] * x0[j];
-        r[1] += w[j] * x1[j];
-        r[2] += w[j] * x2[j];
-        r[3] += w[j] * x3[j];
-    }
-    r
-}
-
-/// Width of the k chunks both paths sum over (see `matmul`).
-const KC: usize = 256;
-
-/// Prefill-sized products (n >= 4): k is cut into L1-sized chunks; each task widens its 16
-/// weight rows of one chunk once and runs every group of four activation rows against them,
-/// so both operands of the inner `dot4` come from L1 instead of streaming x from L2 per row.
-fn matmul_blocked<W: WeightRows + ?Sized>(
-    x: &[f32],
-    n: usize,
-    k: usize,
-    w: &W,
-    out: usize,
-    y: &mut [f32],
-) {
-    const BLOCK: usize = 16;
-    let yp = SyncPtr(y.as_mut_ptr());
-    (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
-        let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(out));
-        let bl = j1 - j0;
-        let mut acc = vec![0f32; n * bl];
-        let mut wchunk = vec![0f32; bl * KC];
-        let mut kc = 0;
-        while kc < k {
-            let kl = KC.min(k - kc);
-            for jj in 0..bl {
-                w.read((j0 + jj) * k + kc, &mut wchunk[jj * kl..(jj + 1) * kl]);
-            }
-            let xr = |i: usize| &x[i * k + kc..i * k + kc + kl];
-            let mut i = 0;
-            while i + 4 <= n {
-                for jj in 0..bl {
-                    let r = dot4(
-                        &wchunk[jj * kl..(jj + 1) * kl],
-                        xr(i),
-                        xr(i + 1),
-                        xr(i + 2),
-                        xr(i + 3),
-                    );
-                    for (d, v) in r.iter().enumerate() {
-                        acc[(i + d) * bl + jj] += v;
-                    }
-                }
-                i += 4;
-            }
-            while i < n {
-                for jj in 0..bl {
-                    acc[i * bl + jj] += dot(&wchunk[jj * kl..(jj + 1) * kl], xr(i));
-                }
-                i += 1;
-            }
-            kc += kl;
-        }
-        for i in 0..n {
-            for jj in 0..bl {
-                // SAFETY: columns j0..j1 belong to this task only; i < n.
-                unsafe { *yp.ptr().add(i * out + j0 + jj) = acc[i * bl + jj] };
-            }
-        }
-    });
-}
+/// Output features per rayon task: one sgemm call, and for non-f32 weights the rows widened at
+/// once (COLS·k f32, 2 MiB at k = 8192).
+const COLS: usize = 64;
 
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
 ///
-/// Batch-invariant: every output is the sum, in order, of the `dot`s of its row over the same
-/// `KC`-wide chunks of k, whatever `n` is, so a row gives bit-identical results alone, in a
-/// decode batch or inside a prefill chunk. The serving scheduler relies on this (chunked
-/// prefill, recompute after preemption and prefix-cache hits must not change any output).
+/// Batch-invariant: sgemm cuts k into fixed `kc` (256) panels and every element of C is its own
+/// accumulator lane, summed over k in order within a panel and panel after panel, whatever the
+/// number of rows or which block of features it sits in. So a row gives bit-identical results
+/// alone, in a decode batch or inside a prefill chunk; the serving scheduler relies on this
+/// (chunked prefill, recompute after preemption and prefix-cache hits must not change any output).
 pub fn matmul<W: WeightRows + ?Sized>(
     x: &[f32],
     n: usize,
@@ -169,39 +85,52 @@ pub fn matmul<W: WeightRows + ?Sized>(
     out: usize,
     y: &mut [f32],
 ) {
-    debug_assert_eq!(x.len(), n * k);
-    debug_assert_eq!(w.len(), out * k);
-    debug_assert_eq!(y.len(), n * out);
+    assert_eq!(x.len(), n * k, "matmul: x");
+    assert_eq!(w.len(), out * k, "matmul: w");
+    assert_eq!(y.len(), n * out, "matmul: y");
     if n == 0 || out == 0 {
         return;
     }
-    if n >= 4 {
-        return matmul_blocked(x, n, k, w, out, y);
+    if k == 0 {
+        y.fill(0.0);
+        return;
     }
-    const BLOCK: usize = 16;
     let yp = SyncPtr(y.as_mut_ptr());
-    (0..out.div_ceil(BLOCK)).into_par_iter().for_each(|b| {
-        let mut wrow = vec![0f32; k];
-        for j in b * BLOCK..((b + 1) * BLOCK).min(out) {
-            let wr: &[f32] = match w.as_f32() {
-                Some(v) => &v[j * k..(j + 1) * k],
+    let direct = w.as_f32();
+    (0..out.div_ceil(COLS))
+        .into_par_iter()
+        .for_each_init(Vec::new, |wbuf: &mut Vec<f32>, b| {
+            let (j0, j1) = (b * COLS, ((b + 1) * COLS).min(out));
+            let cols = j1 - j0;
+            let wblock: &[f32] = match direct {
+                Some(v) => &v[j0 * k..j1 * k],
                 None => {
-                    w.read(j * k, &mut wrow);
-                    &wrow
+                    wbuf.resize(cols * k, 0.0);
+                    w.read(j0 * k, &mut wbuf[..cols * k]);
+                    &wbuf[..cols * k]
                 }
             };
-            for i in 0..n {
-                let xi = &x[i * k..(i + 1) * k];
-                let mut acc = 0f32;
-                let mut kc = 0;
-                while kc < k {
-                    let kl = KC.min(k - kc);
-                    acc += dot(&wr[kc..kc + kl], &xi[kc..kc + kl]);
-                    kc += kl;
-                }
-                // SAFETY: column j belongs to this task's block only; row i < n.
-                unsafe { *yp.ptr().add(i * out + j) = acc };
+            // SAFETY: A = x is n×k row-major (rsa k, csa 1; asserted above); B = this block's
+            // weights read as k×cols with element (kk, j) at j·k + kk (rsb 1, csb k), wblock holding
+            // cols·k elements; C = columns j0..j1 of y (rsc out, csc 1), rows < n and j0 + cols <= out
+            // so every write is inside y, and no other task writes these columns.
+            unsafe {
+                matrixmultiply::sgemm(
+                    n,
+                    k,
+                    cols,
+                    1.0,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    wblock.as_ptr(),
+                    1,
+                    k as isize,
+                    0.0,
+                    yp.ptr().add(j0),
+                    out as isize,
+                    1,
+                );
             }
-        }
-    });
+        });
 }
