@@ -194,6 +194,43 @@ fn cli_writes_wav_and_streams_the_same_pcm() {
 }
 
 #[test]
+fn cli_quiet_prints_nothing_on_stderr() {
+    let dir = tmpdir("quiet");
+    let tok = toy_tokenizer(&dir);
+    let run = |wav: &Path, quiet: bool| {
+        let mut args = base_args(&tok);
+        args.extend([
+            "--text".into(),
+            "The quick brown fox jumps over the lazy dog.".into(),
+            "-o".into(),
+            wav.display().to_string(),
+        ]);
+        if quiet {
+            args.push("--quiet".into());
+        }
+        let o = higgs().args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stderr
+    };
+    let (loud, quiet) = (dir.join("loud.wav"), dir.join("quiet.wav"));
+    assert!(
+        !run(&loud, false).is_empty(),
+        "summary lines without --quiet"
+    );
+    let err = run(&quiet, true);
+    assert!(
+        err.is_empty(),
+        "--quiet stderr: {}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_eq!(
+        std::fs::read(&loud).unwrap(),
+        std::fs::read(&quiet).unwrap(),
+        "--quiet changes nothing but stderr"
+    );
+}
+
+#[test]
 fn cli_errors_are_clear() {
     let dir = tmpdir("err");
     let tok = toy_tokenizer(&dir);

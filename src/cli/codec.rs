@@ -9,6 +9,8 @@ use crate::codec::AudioTokenizer;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use super::progress::{QuietArg, Reporter};
+
 #[derive(clap::Subcommand)]
 pub enum CodecCmd {
     /// Encode a WAV (any rate, channels averaged, resampled to 24 kHz) into codes [8, T].
@@ -21,6 +23,8 @@ pub enum CodecCmd {
         /// Output .npy (int64 [n_q, T]).
         #[arg(short, long)]
         output: PathBuf,
+        #[command(flatten)]
+        quiet: QuietArg,
     },
     /// Decode codes ([n_q, T] or [1, n_q, T] int .npy) into a 24 kHz mono WAV.
     Decode {
@@ -35,6 +39,8 @@ pub enum CodecCmd {
         /// Write 32-bit float samples (unclipped) instead of 16-bit PCM.
         #[arg(long)]
         float: bool,
+        #[command(flatten)]
+        quiet: QuietArg,
     },
 }
 
@@ -44,34 +50,40 @@ pub fn run(cmd: CodecCmd) -> anyhow::Result<()> {
             input,
             codec,
             output,
+            quiet,
         } => {
+            let report = Reporter::new(quiet);
             check_writable(&output)?;
             let tok = load(&codec)?;
-            let codes = tok
-                .encode_file(&input)
-                .with_context(|| format!("encoding {}", input.display()))?;
+            let bar = report.spinner(format!("encoding {}", input.display()));
+            let codes = tok.encode_file(&input);
+            bar.finish_and_clear();
+            let codes = codes.with_context(|| format!("encoding {}", input.display()))?;
             write_codes(&output, &codes)?;
             let t = codes.first().map_or(0, Vec::len);
-            eprintln!(
+            report.line(format_args!(
                 "{}: {} x {t} codes -> {}",
                 input.display(),
                 codes.len(),
                 output.display()
-            );
+            ));
         }
         CodecCmd::Decode {
             input,
             codec,
             output,
             float,
+            quiet,
         } => {
+            let report = Reporter::new(quiet);
             check_writable(&output)?;
             let codes = read_codes(&input)?;
             let tok = load(&codec)?;
             check_codes(&input, &codes, tok.n_q(), tok.config().bins)?;
-            let audio = tok
-                .decode(&codes)
-                .with_context(|| format!("decoding {}", input.display()))?;
+            let bar = report.spinner(format!("decoding {}", input.display()));
+            let audio = tok.decode(&codes);
+            bar.finish_and_clear();
+            let audio = audio.with_context(|| format!("decoding {}", input.display()))?;
             let rate = tok.sample_rate() as u32;
             write_atomic_via_path(&output, |tmp| -> anyhow::Result<()> {
                 if float {
@@ -80,14 +92,14 @@ pub fn run(cmd: CodecCmd) -> anyhow::Result<()> {
                     Ok(crate::audio::wav::write_wav_mono_i16(tmp, &audio, rate)?)
                 }
             })?;
-            eprintln!(
+            report.line(format_args!(
                 "{}: {} frames -> {} samples at {rate} Hz ({}) -> {}",
                 input.display(),
                 codes.first().map_or(0, Vec::len),
                 audio.len(),
                 if float { "f32" } else { "pcm16" },
                 output.display()
-            );
+            ));
         }
     }
     Ok(())

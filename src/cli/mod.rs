@@ -3,6 +3,7 @@
 
 mod check;
 mod codec;
+mod progress;
 mod serve;
 mod tts;
 

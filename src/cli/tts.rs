@@ -1,7 +1,8 @@
 //! `higgs tts`: text to a 24 kHz WAV (or raw PCM on stdout with `--stream`), with smart voice,
 //! voice cloning (`--voice NAME` from a preset folder, or `--ref-audio` + `--ref-text`),
 //! scene descriptions, multi-speaker tags and long-form chunking, as `examples/generation.py`.
-//! Sampling flags default to that script's values. Progress goes to stderr.
+//! Sampling flags default to that script's values. Progress bars (terminal only) and summary
+//! lines go to stderr; `--quiet` silences both.
 
 use crate::engine::{
     EngineConfig, EngineHandle, GenerationParams, HandleConfig, LoadSpec, TtsInput, TtsRequest,
@@ -18,6 +19,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+use super::progress::{QuietArg, Reporter};
 
 #[derive(clap::Args)]
 pub struct TtsArgs {
@@ -100,6 +103,8 @@ pub struct TtsArgs {
     /// Weight and activation dtype on CUDA (the CPU computes in f32 with the stored weights).
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
@@ -167,6 +172,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.output {
         crate::atomic_file::check_writable(path)?;
     }
+    let report = Reporter::new(a.quiet);
     let req = read_request(&a)?;
     let block_size = 16;
     let spec = LoadSpec {
@@ -186,16 +192,19 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let t0 = Instant::now();
-    let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default())?;
+    let loading = report.spinner("loading model and codec");
+    let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default());
+    loading.finish_and_clear();
+    let handle = handle?;
     let device_name = if a.device == "cpu" {
         "cpu".to_string()
     } else {
         format!("cuda, {}", a.dtype)
     };
-    eprintln!(
+    report.line(format_args!(
         "loaded model and codec in {:.1} s ({device_name})",
         t0.elapsed().as_secs_f64()
-    );
+    ));
     let sp = handle.tokenizer().special();
     let mut gen = GenerationParams::new(a.max_new_tokens, vec![sp.eot_id.0, sp.end_of_text.0]);
     gen.sampling = SamplingParams {
@@ -226,25 +235,43 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
+    // The frame budget is max_new_tokens per chunk; long-form text may use several chunks, so
+    // the bar's length grows when a chunk passes it.
+    let bar = report.frames(a.max_new_tokens as u64);
     let mut on_progress = |frames: usize| {
         let s = start.elapsed().as_secs_f64().max(1e-9);
         let fps = frames as f64 / s;
-        eprint!(
-            "\r{frames} frames ({:.2} s of audio), {fps:.1} frames/s, real-time factor {:.2}x   ",
+        if frames as u64 > bar.length().unwrap_or(0) {
+            bar.set_length(frames as u64 + a.max_new_tokens as u64);
+        }
+        bar.set_position(frames as u64);
+        bar.set_message(format!(
+            "{:.2} s of audio, {fps:.1} frames/s, real-time factor {:.2}x",
             frames as f64 / 25.0,
             fps / 25.0
-        );
+        ));
     };
-    let out = synthesize(&handle, treq, &mut on_audio, &mut on_progress)?;
+    let out = synthesize(&handle, treq, &mut on_audio, &mut on_progress);
+    bar.finish_and_clear();
+    let out = out?;
     let secs = start.elapsed().as_secs_f64();
     let frames = out.codes.first().map_or(0, Vec::len);
-    eprintln!("\rgenerated {frames} frames = {:.2} s of audio in {secs:.2} s ({:.1} frames/s); finish: {:?}", out.samples.len() as f64 / 24000.0, frames as f64 / secs, out.finish);
+    report.line(format_args!(
+        "generated {frames} frames = {:.2} s of audio in {secs:.2} s ({:.1} frames/s); finish: {:?}",
+        out.samples.len() as f64 / 24000.0,
+        frames as f64 / secs,
+        out.finish
+    ));
     if frames == 0 {
         eprintln!("warning: the model produced no audio frames");
     }
     if let Some(path) = &a.output {
         crate::audio::wav::write_wav_mono_i16(path, &out.samples, 24000)?;
-        eprintln!("wrote {} ({} samples)", path.display(), out.samples.len());
+        report.line(format_args!(
+            "wrote {} ({} samples)",
+            path.display(),
+            out.samples.len()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
