@@ -6,7 +6,7 @@
 //! May use: error, weights, codec::{config, layers, weights}.
 
 use super::config::CodecConfig;
-use super::layers::{conv1d, conv_transpose1d, snake_inplace};
+use super::layers::{conv1d_gemm, conv_transpose1d, snake_inplace};
 use super::weights::take_shaped;
 use crate::error::Result;
 use crate::weights::WeightMap;
@@ -45,7 +45,7 @@ impl Conv {
     /// Stride 1, "same" zero padding `(k-1)/2 * d` (every decoder conv has an odd kernel).
     pub(crate) fn forward(&self, x: &[f32], t: usize) -> Vec<f32> {
         let pad = (self.kernel - 1) / 2 * self.dilation;
-        conv1d(
+        conv1d_gemm(
             x,
             self.c_in,
             t,
@@ -56,7 +56,6 @@ impl Conv {
             1,
             pad,
             self.dilation,
-            1,
         )
     }
 }

@@ -1,8 +1,10 @@
 //! Plain CPU building blocks of the codec, on single-batch `[channels, time]` f32 buffers:
 //! conv1d (stride, dilation, padding, groups), transposed conv1d, Snake. PyTorch semantics with
 //! zero padding (spec: codec.md §3.4). Weight norm is folded at load, so these see plain weights.
-//! The convolutions accumulate in f64: with f32 sums the fixture decode sat at ~1.1e-5 relative
-//! to the reference (its own f32 rounding plus ours); f64 removes our share (~7e-6 left).
+//! `conv1d_gemm` (im2col + the CPU sgemm, f32 with FMA in fixed 256-wide k panels) serves every
+//! groups = 1 conv of the encoder and decoder; the decode still meets its 1e-5 relative bar
+//! (tests/codec_decode.rs). The direct `conv1d` (f64 sums) is kept for grouped convs (HuBERT's
+//! positional conv) and the transposed conv sums in f64 over c_in.
 //! May use: error, weights.
 
 use rayon::prelude::*;
@@ -108,10 +110,9 @@ pub fn conv1d(
     y
 }
 
-/// conv1d (groups = 1) as im2col + the CPU GEMM, f32 accumulation: several times faster than
-/// the direct loop for wide layers. Used on the encode side, whose checks (1e-4, identical codes)
-/// f32 sums meet; the decoder keeps the f64-accumulating direct loop for its 1e-5 bar.
-/// Time is processed in chunks so the column buffer stays bounded.
+/// conv1d (groups = 1) as im2col + the CPU GEMM (f32, FMA, k summed in fixed panels whatever
+/// the time position, so chunked/streamed decodes stay exact). Time is processed in chunks so
+/// the column buffer stays bounded.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_gemm(
     x: &[f32],
