@@ -95,6 +95,9 @@ pub fn matmul<W: WeightRows + ?Sized>(
         y.fill(0.0);
         return;
     }
+    if n < SMALL_ROWS {
+        return matmul_few_rows(x, n, k, w, out, y);
+    }
     let yp = SyncPtr(y.as_mut_ptr());
     let direct = w.as_f32();
     (0..out.div_ceil(COLS))
@@ -133,4 +136,107 @@ pub fn matmul<W: WeightRows + ?Sized>(
                 );
             }
         });
+}
+
+/// Below this many rows sgemm would pad them to its 8-row micro-tile and spend up to 8x the
+/// FMAs on padding; decode (1..7 rows) takes [`matmul_few_rows`] instead.
+const SMALL_ROWS: usize = 8;
+/// sgemm's k panel (`matrixmultiply` S_KC for f32): the few-rows path sums in the same panels.
+const KC: usize = 256;
+/// Output features packed side by side: one 8-lane FMA per k step.
+const LANES: usize = 8;
+
+/// The same sums as sgemm, bit for bit (checked by `few_rows_match_sgemm_bitwise`): per output,
+/// k is cut into `KC` panels; within a panel a fresh accumulator takes one fused multiply-add
+/// per k in order, and each panel's sum is added to the output (the first one stored). Each task
+/// packs 8 weight rows of one panel transposed (k-major, 8 KiB) and runs every row of x over
+/// them, so the weights are streamed once from memory at every batch size below 8.
+fn matmul_few_rows<W: WeightRows + ?Sized>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &W,
+    out: usize,
+    y: &mut [f32],
+) {
+    let yp = SyncPtr(y.as_mut_ptr());
+    let direct = w.as_f32();
+    (0..out.div_ceil(LANES)).into_par_iter().for_each_init(
+        || (vec![0f32; LANES * KC], vec![0f32; KC]),
+        |(packed, row), g| {
+            let (j0, j1) = (g * LANES, ((g + 1) * LANES).min(out));
+            let mut p0 = 0;
+            while p0 < k {
+                let kl = KC.min(k - p0);
+                packed[..LANES * kl].fill(0.0);
+                for l in 0..j1 - j0 {
+                    let start = (j0 + l) * k + p0;
+                    let src: &[f32] = match direct {
+                        Some(v) => &v[start..start + kl],
+                        None => {
+                            w.read(start, &mut row[..kl]);
+                            &row[..kl]
+                        }
+                    };
+                    for (kk, &v) in src.iter().enumerate() {
+                        packed[kk * LANES + l] = v;
+                    }
+                }
+                for i in 0..n {
+                    let xs = &x[i * k + p0..i * k + p0 + kl];
+                    let mut acc = [0f32; LANES];
+                    for (kk, &xv) in xs.iter().enumerate() {
+                        let wk = &packed[kk * LANES..(kk + 1) * LANES];
+                        for l in 0..LANES {
+                            acc[l] = xv.mul_add(wk[l], acc[l]);
+                        }
+                    }
+                    for (l, &a) in acc.iter().enumerate().take(j1 - j0) {
+                        // SAFETY: i < n and j0 + l < j1 <= out, so the index is inside y
+                        // (n·out, asserted in `matmul`); features j0..j1 belong to this task.
+                        unsafe {
+                            let d = yp.ptr().add(i * out + j0 + l);
+                            *d = if p0 == 0 { a } else { *d + a };
+                        }
+                    }
+                }
+                p0 += kl;
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn few_rows_match_sgemm_bitwise() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        for &(n, k, out) in &[
+            (1, 3072, 64),
+            (3, 600, 37),
+            (7, 257, 9),
+            (2, 8192, 16),
+            (1, 5, 3),
+        ] {
+            let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let w: Vec<f32> = (0..out * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            // The same rows padded to 8 go through sgemm; the first n rows must agree exactly.
+            let mut x8 = x.clone();
+            x8.resize(8 * k, 0.5);
+            let mut want = vec![0f32; 8 * out];
+            matmul(&x8, 8, k, w.as_slice(), out, &mut want);
+            let mut got = vec![0f32; n * out];
+            matmul(&x, n, k, w.as_slice(), out, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want[..n * out]).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "n {n} k {k} out {out}: element {i}"
+                );
+            }
+        }
+    }
 }
