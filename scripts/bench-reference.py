@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Times the upstream reference (PyPI boson-multimodal 0.1.1, torch 2.5.1, transformers 4.46.3)
-on the same random-weight shapes and prompt as `higgs bench`, on the CPU, in bf16, so the two can
-be compared side by side on one machine. Not part of the tests; needs:
+on the same random-weight shapes and prompt as `higgs bench`, on the CPU, in bf16 or f32 (on an
+AVX2 CPU without AMX its bf16 is several times slower than f32), so the two can be compared side
+by side on one machine (scripts/cpu-vs-reference.sh). Not part of the tests; needs:
     pip install torch==2.5.1 transformers==4.46.3 boson-multimodal==0.1.1
-Usage: bench-reference.py SHAPE PROMPT_LEN STEPS   (SHAPE: small | medium | real)
+Usage: bench-reference.py SHAPE PROMPT_LEN STEPS [DTYPE]   (SHAPE: small | medium | real;
+       DTYPE: bf16 (default) | f32)
 """
 import sys
 import time
@@ -20,6 +22,7 @@ SHAPES = {  # layers, hidden, heads, kv heads, ffn  (vocab 128256 for all, as hi
 
 def main():
     shape, prompt_len, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[sys.argv[4] if len(sys.argv) > 4 else "bf16"]
     layers, hidden, heads, kv, ffn = SHAPES[shape]
     torch.set_num_threads(int(torch.get_num_threads()))
     text_config = dict(
@@ -39,8 +42,8 @@ def main():
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     t0 = time.time()
-    model = HiggsAudioModel(cfg).to(torch.bfloat16).eval()
-    print(f"reference: built {shape} in {time.time() - t0:.1f} s, "
+    model = HiggsAudioModel(cfg).to(dtype).eval()
+    print(f"reference: built {shape} ({dtype}) in {time.time() - t0:.1f} s, "
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, torch threads {torch.get_num_threads()}")
     ids = [((i * 7919) % 1000) + 10 for i in range(prompt_len - 1)] + [128013]
     input_ids = torch.tensor([ids])
