@@ -15,7 +15,7 @@ LOG="$(mktemp -d)"
 trap 'rm -rf "$LOG"' EXIT
 
 cargo build --release --quiet
-HIGGS=target/release/higgs
+HIGGS="${CARGO_TARGET_DIR:-target}/release/higgs"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 

@@ -187,8 +187,8 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
                     let mut acc = [0f32; LANES];
                     for (kk, &xv) in xs.iter().enumerate() {
                         let wk = &packed[kk * LANES..(kk + 1) * LANES];
-                        for l in 0..LANES {
-                            acc[l] = xv.mul_add(wk[l], acc[l]);
+                        for (a, &wv) in acc.iter_mut().zip(wk) {
+                            *a = xv.mul_add(wv, *a);
                         }
                     }
                     for (l, &a) in acc.iter().enumerate().take(j1 - j0) {
