@@ -69,6 +69,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Output features per rayon task: one sgemm call, and for non-f32 weights the rows widened at
 /// once (COLS·k f32, 2 MiB at k = 8192).
 const COLS: usize = 64;
+/// Rows (tokens, time steps) per task.
+const ROWS: usize = 512;
 
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
 ///
@@ -100,9 +102,15 @@ pub fn matmul<W: WeightRows + ?Sized>(
     }
     let yp = SyncPtr(y.as_mut_ptr());
     let direct = w.as_f32();
-    (0..out.div_ceil(COLS))
+    // Tasks are (row block, feature block) pairs, so a narrow layer over many rows (the
+    // codec's last convs: few output channels, 10^5 time steps) still keeps every core busy;
+    // neither split changes any sum.
+    let (n_rb, n_cb) = (n.div_ceil(ROWS), out.div_ceil(COLS));
+    (0..n_rb * n_cb)
         .into_par_iter()
-        .for_each_init(Vec::new, |wbuf: &mut Vec<f32>, b| {
+        .for_each_init(Vec::new, |wbuf: &mut Vec<f32>, t| {
+            let (rb, b) = (t / n_cb, t % n_cb);
+            let (i0, i1) = (rb * ROWS, ((rb + 1) * ROWS).min(n));
             let (j0, j1) = (b * COLS, ((b + 1) * COLS).min(out));
             let cols = j1 - j0;
             let wblock: &[f32] = match direct {
@@ -113,24 +121,25 @@ pub fn matmul<W: WeightRows + ?Sized>(
                     &wbuf[..cols * k]
                 }
             };
-            // SAFETY: A = x is n×k row-major (rsa k, csa 1; asserted above); B = this block's
-            // weights read as k×cols with element (kk, j) at j·k + kk (rsb 1, csb k), wblock holding
-            // cols·k elements; C = columns j0..j1 of y (rsc out, csc 1), rows < n and j0 + cols <= out
-            // so every write is inside y, and no other task writes these columns.
+            // SAFETY: A = rows i0..i1 of x, n×k row-major (rsa k, csa 1; asserted above); B =
+            // this block's weights read as k×cols with element (kk, j) at j·k + kk (rsb 1,
+            // csb k), wblock holding cols·k elements; C = rows i0..i1, columns j0..j1 of y
+            // (rsc out, csc 1), i1 <= n and j1 <= out so every write is inside y, and no other
+            // task writes this (row, column) block.
             unsafe {
                 matrixmultiply::sgemm(
-                    n,
+                    i1 - i0,
                     k,
                     cols,
                     1.0,
-                    x.as_ptr(),
+                    x.as_ptr().add(i0 * k),
                     k as isize,
                     1,
                     wblock.as_ptr(),
                     1,
                     k as isize,
                     0.0,
-                    yp.ptr().add(j0),
+                    yp.ptr().add(i0 * out + j0),
                     out as isize,
                     1,
                 );
@@ -143,13 +152,14 @@ pub fn matmul<W: WeightRows + ?Sized>(
 const SMALL_ROWS: usize = 8;
 /// sgemm's k panel (`matrixmultiply` S_KC for f32): the few-rows path sums in the same panels.
 const KC: usize = 256;
-/// Output features packed side by side: one 8-lane FMA per k step.
-const LANES: usize = 8;
+/// Output features packed side by side: per k step eight independent 8-lane FMAs, so the
+/// accumulators' dependency chains (4-cycle FMA latency) overlap instead of serialising.
+const LANES: usize = 64;
 
 /// The same sums as sgemm, bit for bit (checked by `few_rows_match_sgemm_bitwise`): per output,
 /// k is cut into `KC` panels; within a panel a fresh accumulator takes one fused multiply-add
 /// per k in order, and each panel's sum is added to the output (the first one stored). Each task
-/// packs 8 weight rows of one panel transposed (k-major, 8 KiB) and runs every row of x over
+/// packs 64 weight rows of one panel transposed (k-major, 64 KiB) and runs every row of x over
 /// them, so the weights are streamed once from memory at every batch size below 8.
 fn matmul_few_rows<W: WeightRows + ?Sized>(
     x: &[f32],
