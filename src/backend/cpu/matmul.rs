@@ -172,26 +172,23 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
     let yp = SyncPtr(y.as_mut_ptr());
     let direct = w.as_f32();
     (0..out.div_ceil(LANES)).into_par_iter().for_each_init(
-        || (vec![0f32; LANES * KC], vec![0f32; KC]),
-        |(packed, row), g| {
+        || (vec![0f32; LANES * KC], vec![0f32; LANES * KC]),
+        |(packed, rows), g| {
             let (j0, j1) = (g * LANES, ((g + 1) * LANES).min(out));
             let mut p0 = 0;
             while p0 < k {
                 let kl = KC.min(k - p0);
-                packed[..LANES * kl].fill(0.0);
+                // Rows past `out` stay zero, so their lanes compute zeros nobody stores.
+                rows[..LANES * KC].fill(0.0);
                 for l in 0..j1 - j0 {
                     let start = (j0 + l) * k + p0;
-                    let src: &[f32] = match direct {
-                        Some(v) => &v[start..start + kl],
-                        None => {
-                            w.read(start, &mut row[..kl]);
-                            &row[..kl]
-                        }
-                    };
-                    for (kk, &v) in src.iter().enumerate() {
-                        packed[kk * LANES + l] = v;
+                    let dst = &mut rows[l * KC..l * KC + kl];
+                    match direct {
+                        Some(v) => dst.copy_from_slice(&v[start..start + kl]),
+                        None => w.read(start, dst),
                     }
                 }
+                transpose_panel(rows, kl, packed);
                 for i in 0..n {
                     let xs = &x[i * k + p0..i * k + p0 + kl];
                     let mut acc = [0f32; LANES];
@@ -214,6 +211,71 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
             }
         },
     );
+}
+
+/// `packed[kk·LANES + l] = rows[l·KC + kk]` for kk < kl: the panel's 64 rows turned k-major.
+/// With AVX, 8x8 blocks go through registers (unpack/shuffle/permute) instead of 64 strided
+/// scalar stores per block, which would otherwise cost more than the FMAs of a decode step.
+fn transpose_panel(rows: &[f32], kl: usize, packed: &mut [f32]) {
+    debug_assert!(rows.len() >= LANES * KC && packed.len() >= LANES * KC && kl <= KC);
+    let k8 = kl / 8 * 8;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    {
+        for lg in (0..LANES).step_by(8) {
+            for kk0 in (0..k8).step_by(8) {
+                // SAFETY: AVX is enabled at compile time (cfg above); loads read
+                // rows[(lg + r)·KC + kk0 .. + 8] with lg + r < LANES and kk0 + 8 <= kl <= KC, and
+                // stores write packed[(kk0 + c)·LANES + lg .. + 8] with kk0 + c < KC and
+                // lg + 8 <= LANES, all inside the LANES·KC buffers (asserted above).
+                unsafe { transpose8x8(rows, lg, kk0, packed) };
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
+    let k8 = 0;
+    for l in 0..LANES {
+        for kk in k8..kl {
+            packed[kk * LANES + l] = rows[l * KC + kk];
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[inline(always)]
+unsafe fn transpose8x8(rows: &[f32], lg: usize, kk0: usize, packed: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let src = rows.as_ptr();
+    let dst = packed.as_mut_ptr();
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add((lg + i) * KC + kk0)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let c = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (i, v) in c.iter().enumerate() {
+        _mm256_storeu_ps(dst.add((kk0 + i) * LANES + lg), *v);
+    }
 }
 
 #[cfg(test)]
