@@ -25,7 +25,7 @@ pub struct LoadSpec {
     pub audio_tokenizer: String,
     /// tokenizer.json (default: the model folder's).
     pub tokenizer: Option<PathBuf>,
-    /// "cpu" or "cuda" (GPU 0).
+    /// "cpu", "cuda" (GPU 0) or "cuda:N" (GPU N).
     pub device: String,
     /// Weights and activations on CUDA (the CPU computes in f32 from the stored weights).
     pub dtype: DType,
@@ -36,6 +36,19 @@ impl LoadSpec {
     /// The model folder (resolving an HF id).
     pub fn model_dir(&self) -> Result<PathBuf> {
         resolve_model(&self.model, &["config.json"])
+    }
+
+    /// The same spec with Hugging Face ids resolved to local folders (downloaded when
+    /// missing), so that several loaders in parallel do not download the same files.
+    pub fn resolved(&self) -> Result<LoadSpec> {
+        let mut s = self.clone();
+        s.model = resolve_model(&self.model, &["config.json"])?
+            .to_string_lossy()
+            .into_owned();
+        s.audio_tokenizer = resolve_model(&self.audio_tokenizer, &["config.json"])?
+            .to_string_lossy()
+            .into_owned();
+        Ok(s)
     }
 
     /// Loads everything; run it on the engine thread (`EngineHandle::spawn`).
@@ -53,11 +66,14 @@ impl LoadSpec {
         let device = match self.device.as_str() {
             "cpu" => Device::Cpu,
             "cuda" => Device::cuda(0)?,
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "device `{other}`: expected cpu or cuda"
-                )))
-            }
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::cuda(n)?,
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "device `{other}`: expected cpu, cuda or cuda:N"
+                    )))
+                }
+            },
         };
         let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
         drop(ck);
