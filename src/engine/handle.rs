@@ -260,6 +260,11 @@ impl EngineHandle {
         &self.inner.engine_cfg
     }
 
+    /// Requests in flight past which `submit` refuses.
+    pub fn max_queue(&self) -> usize {
+        self.inner.cfg.max_queue
+    }
+
     /// Requests submitted and not yet finished (queued, waiting for admission or running).
     pub fn in_flight(&self) -> usize {
         self.inner.counts.in_flight()

@@ -257,7 +257,7 @@ impl EnginePool {
             return false;
         };
         let h = &self.inner.replicas[p].handle;
-        lp < h.engine_config().max_num_seqs
+        lp < h.engine_config().max_num_seqs.min(h.max_queue())
             && h.stats().waiting_seqs == 0
             && lp <= ll + self.inner.cfg.max_imbalance
     }
