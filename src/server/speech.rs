@@ -110,6 +110,16 @@ pub fn prepare_body(st: &AppState, body: &[u8]) -> Result<TtsRequest, ApiError> 
     prepare(st, req).map(|p| p.request)
 }
 
+/// [`prepare_body`] with the response format the body asks for: what another front end (the
+/// Dynamo worker, `deploy/dynamo`) needs to serve a speech body exactly as this server does.
+pub fn prepare_body_with_format(
+    st: &AppState,
+    body: &[u8],
+) -> Result<(TtsRequest, AudioFormat), ApiError> {
+    let req: SpeechRequest = super::params::parse_json(body)?;
+    prepare(st, req).map(|p| (p.request, p.format))
+}
+
 async fn run(
     st: &Arc<AppState>,
     req: SpeechRequest,
