@@ -178,7 +178,7 @@ fn routing_counters_count_what_ran() {
         let st = model.routing_stats();
         assert_eq!(st.steps, 2);
         let last = model.last_step_routing();
-        // Step 2: 1 text row, 2 audio rows. Step 1: 5 text, 6 audio (11 rows).
+        // Step 2: 1 text row, 2 audio rows. Step 1: 6 text, 5 audio (11 rows).
         let (nt, na, n) = (1u64, 2u64, 3u64);
         let l = &last.layers;
         assert_eq!((l[0].text_rows, l[0].audio_rows), (nt, na), "{strategy:?}");
@@ -212,8 +212,8 @@ fn routing_counters_count_what_ran() {
             "plain"
         );
         let t = st.totals();
-        assert_eq!(t.text_rows, 4 * (5 + 1));
-        assert_eq!(t.audio_rows, 4 * (6 + 2));
+        assert_eq!(t.text_rows, 4 * (6 + 1));
+        assert_eq!(t.audio_rows, 4 * (5 + 2));
     }
     model.set_dual_ffn_strategy(DualFfnStrategy::Routed);
 }
@@ -485,4 +485,20 @@ fn bench_refuses_bad_knobs() {
         err.contains("--dual-ffn-layers") && err.contains("4 layers"),
         "{err}"
     );
+}
+
+#[test]
+fn serve_refuses_bad_knobs_before_loading() {
+    let f = fixtures();
+    let o = higgs()
+        .args(["serve", "--model"])
+        .arg(f.join("llm"))
+        .arg("--audio-tokenizer")
+        .arg(f.join("codec"))
+        .args(["--port", "0", "--fast-forward-layers", "1-"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--fast-forward-layers"), "{err}");
 }
