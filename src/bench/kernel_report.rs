@@ -11,7 +11,7 @@ use super::synthetic::{
 use super::timing::time_per_call;
 use crate::config::ModelConfig;
 use crate::kv::cache::KvCache;
-use crate::model::{FfnWeights, ModelWeights};
+use crate::model::{BatchInputs, FfnWeights, ModelWeights, RowInput};
 use crate::ops::{self, AttnMeta, RopeHeads};
 use crate::tensor::{DType, Device, Tensor};
 
@@ -52,33 +52,262 @@ pub struct ReportSizes {
     pub min_s: f64,
 }
 
-/// One op to time: name, per-step calls, bytes, flops, and the call itself.
-struct Case<'a> {
-    op: String,
-    calls: usize,
-    bytes: f64,
-    flops: f64,
-    run: Box<dyn FnMut() -> anyhow::Result<()> + 'a>,
-}
-
 fn tbytes(t: &Tensor) -> f64 {
     (t.elem_count() * t.dtype().size_bytes()) as f64
 }
 
-/// A matmul case: `x` [n, k] times `w` [m, k]ᵀ.
-fn gemm_case<'a>(name: &str, calls: usize, x: &'a Tensor, w: &'a Tensor, act: usize) -> Case<'a> {
-    let (n, k) = x.dims2();
-    let m = w.shape()[0];
-    Case {
-        op: format!("matmul {name} [{m}x{k}]"),
-        calls,
-        bytes: tbytes(w) + ((n * k + n * m) * act) as f64,
-        flops: 2.0 * (n * m * k) as f64,
-        run: Box::new(move || {
-            ops::matmul(x, w)?;
-            Ok(())
-        }),
+/// One (phase, batch) being measured: the model, the device, and the rows so far.
+struct Phase<'a> {
+    cfg: &'a ModelConfig,
+    w: &'a ModelWeights,
+    device: &'a Device,
+    phase: &'static str,
+    batch: usize,
+    min_s: f64,
+    act_dtype: DType,
+    rows: Vec<OpRow>,
+}
+
+impl Phase<'_> {
+    /// Bytes per activation element.
+    fn act(&self) -> usize {
+        self.act_dtype.size_bytes()
     }
+
+    /// Times `f` and records it as `op`.
+    fn time(
+        &mut self,
+        op: impl Into<String>,
+        calls: usize,
+        bytes: f64,
+        flops: f64,
+        f: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let time_s = time_per_call(self.device, self.min_s, 10_000, f)?;
+        self.rows.push(OpRow {
+            phase: self.phase,
+            batch: self.batch,
+            op: op.into(),
+            calls_per_step: calls,
+            time_s,
+            bytes,
+            flops,
+        });
+        Ok(())
+    }
+
+    /// `[batch, cols]` of small varied activations.
+    fn act_tensor(&self, cols: usize, scale: f32) -> anyhow::Result<Tensor> {
+        let n = self.batch;
+        let v: Vec<f32> = (0..n * cols)
+            .map(|i| scale * ((i % 97) as f32 / 48.0 - 1.0))
+            .collect();
+        Ok(Tensor::from_f32_on(
+            vec![n, cols],
+            &v,
+            self.act_dtype,
+            self.device,
+        )?)
+    }
+
+    /// A matmul: `x` [n, k] times `w` [m, k]ᵀ.
+    fn gemm(&mut self, name: &str, calls: usize, x: &Tensor, w: &Tensor) -> anyhow::Result<()> {
+        let (n, k) = x.dims2();
+        let m = w.shape()[0];
+        let bytes = tbytes(w) + ((n * k + n * m) * self.act()) as f64;
+        self.time(
+            format!("matmul {name} [{m}x{k}]"),
+            calls,
+            bytes,
+            2.0 * (n * m * k) as f64,
+            || {
+                ops::matmul(x, w)?;
+                Ok(())
+            },
+        )
+    }
+}
+
+/// The step's embedding: the 8-codebook sum of audio rows (decode) or text rows (prefill).
+fn embed_ops(p: &mut Phase<'_>, inp: &BatchInputs) -> anyhow::Result<()> {
+    let (cfg, w) = (p.cfg, p.w);
+    let (n, h, a) = (p.batch, cfg.hidden, p.act());
+    let mut codes = Vec::new();
+    let mut text_ids = Vec::new();
+    for r in &inp.rows {
+        match r {
+            RowInput::Audio { codes: c, .. } => codes.extend_from_slice(c),
+            RowInput::Text(id) => text_ids.push(*id),
+        }
+    }
+    if !codes.is_empty() {
+        let nc = cfg.n_codebooks;
+        let eb = w.audio_embed.dtype().size_bytes();
+        p.time(
+            "embed_audio",
+            1,
+            ((nc * n * h) * eb + n * h * a) as f64,
+            (nc * n * h) as f64,
+            || {
+                let rows = cfg.codebook_rows();
+                ops::embed_audio(&w.audio_embed, rows, nc, &codes, cfg.audio_embed_avg)?;
+                Ok(())
+            },
+        )?;
+    }
+    if !text_ids.is_empty() {
+        let eb = w.embed.dtype().size_bytes();
+        p.time(
+            "embed_text",
+            1,
+            ((n * h) * eb + n * h * a) as f64,
+            0.0,
+            || {
+                ops::embed_text(&w.embed, &text_ids)?;
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Norm, Q/K/V, RoPE + KV write, paged attention, O, add + norm of one layer.
+fn attention_ops(p: &mut Phase<'_>, step: &SyntheticStep, xh: &Tensor) -> anyhow::Result<()> {
+    let (cfg, w) = (p.cfg, p.w);
+    let l = &w.layers[0];
+    let (n, h, a) = (p.batch, cfg.hidden, p.act());
+    let (qd, kvd, layers) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_layers);
+    let inp = &step.inputs;
+    let nh = (n * h) as f64;
+    let norm_bytes = 2.0 * nh * a as f64 + tbytes(&l.input_norm);
+    p.time("rmsnorm", layers + 1, norm_bytes, 4.0 * nh, || {
+        ops::rmsnorm(xh, &l.input_norm, cfg.rms_eps)?;
+        Ok(())
+    })?;
+    p.gemm("q", layers, xh, &l.q)?;
+    p.gemm("k", layers, xh, &l.k)?;
+    p.gemm("v", layers, xh, &l.v)?;
+    let mut q = p.act_tensor(qd, 0.1)?;
+    let mut k = p.act_tensor(kvd, 0.1)?;
+    let v = p.act_tensor(kvd, 0.1)?;
+    let mut kv = KvCache::new_on(1, step.num_blocks, BLOCK_SIZE, kvd, p.act_dtype, p.device)?;
+    let heads = RopeHeads {
+        n_heads: cfg.n_heads,
+        n_kv_heads: cfg.n_kv_heads,
+        head_dim: cfg.head_dim,
+    };
+    let inv_freq = cfg.rope_inv_freq();
+    let (pos, slots) = (&inp.positions, &inp.slot_mapping);
+    p.time(
+        "rope_kv_write",
+        layers,
+        ((2 * qd + 5 * kvd) * n * a) as f64,
+        (3 * (qd + kvd) * n) as f64,
+        || {
+            kv.rope_write(0, &mut q, &mut k, &v, heads, pos, &inv_freq, slots)?;
+            Ok(())
+        },
+    )?;
+    // Keys each row attends over; keys read at least once (a decode row's own context, a
+    // prefill chunk's positions once for all its rows).
+    let sum_keys: f64 = inp.positions.iter().map(|&p| p as f64 + 1.0).sum();
+    let distinct_keys = if p.phase == "decode" {
+        sum_keys
+    } else {
+        n as f64
+    };
+    let meta = AttnMeta {
+        block_size: inp.block_size,
+        block_tables: &inp.block_tables,
+        max_blocks: inp.max_blocks,
+        query_seq: &inp.query_seq,
+        query_pos: &inp.positions,
+    };
+    let xq = p.act_tensor(qd, 0.1)?;
+    let (nq, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+    p.time(
+        "paged_attention",
+        layers,
+        distinct_keys * (2 * kvd * a) as f64 + (2 * n * qd * a) as f64,
+        4.0 * (nq * hd) as f64 * sum_keys,
+        || {
+            ops::paged_attention(&xq, &kv.k[0], &kv.v[0], nq, nkv, hd, &meta, None)?;
+            Ok(())
+        },
+    )?;
+    p.gemm("o", layers, &xq, &l.o)?;
+    let mut resid = p.act_tensor(h, 0.5)?;
+    let r = p.act_tensor(h, 0.25)?;
+    let bytes = 4.0 * nh * a as f64 + tbytes(&l.post_norm);
+    p.time("add_rmsnorm", layers, bytes, 5.0 * nh, || {
+        ops::add_rmsnorm(&mut resid, &r, &l.post_norm, cfg.rms_eps)?;
+        Ok(())
+    })
+}
+
+/// Gate, up, SiLU·mul, down and the residual add of one layer (the audio FFN in a decode
+/// step of audio rows, the text FFN in a prefill chunk of text; both have the same shapes).
+fn ffn_ops(p: &mut Phase<'_>, xh: &Tensor) -> anyhow::Result<()> {
+    let (cfg, w) = (p.cfg, p.w);
+    let l = &w.layers[0];
+    let (n, h, f, a, layers) = (p.batch, cfg.hidden, cfg.ffn, p.act(), cfg.n_layers);
+    let ffn_w: &FfnWeights = l
+        .audio
+        .as_ref()
+        .and_then(|b| b.ffn.as_ref())
+        .filter(|_| p.phase == "decode")
+        .unwrap_or(&l.ffn);
+    p.gemm("gate", layers, xh, &ffn_w.gate)?;
+    p.gemm("up", layers, xh, &ffn_w.up)?;
+    let (gate, up) = (p.act_tensor(f, 0.1)?, p.act_tensor(f, 0.2)?);
+    p.time(
+        "silu_mul",
+        layers,
+        (3 * n * f * a) as f64,
+        (4 * n * f) as f64,
+        || {
+            ops::silu_mul(&gate, &up)?;
+            Ok(())
+        },
+    )?;
+    p.gemm("down", layers, &gate, &ffn_w.down)?;
+    let mut resid = p.act_tensor(h, 0.5)?;
+    let nh = (n * h) as f64;
+    p.time("add (residual)", layers, 3.0 * nh * a as f64, nh, || {
+        ops::add_inplace(&mut resid, xh)?;
+        Ok(())
+    })
+}
+
+/// A prefill chunk that mixes text and audio (a voice prompt) routes half its rows through
+/// each modality: the gather and the scatter-add of one modality, twice per layer.
+fn routing_ops(p: &mut Phase<'_>, xh: &Tensor) -> anyhow::Result<()> {
+    let (h, a, layers) = (p.cfg.hidden, p.act(), p.cfg.n_layers);
+    let half: Vec<u32> = (0..p.batch as u32).step_by(2).collect();
+    let m = half.len();
+    let bytes = (2 * m * h * a) as f64;
+    p.time(
+        "gather_rows (half the rows)",
+        2 * layers,
+        bytes,
+        0.0,
+        || {
+            ops::gather_rows(xh, &half)?;
+            Ok(())
+        },
+    )?;
+    let part = ops::gather_rows(xh, &half)?;
+    let mut dst = xh.zeros_like()?;
+    p.time(
+        "scatter_add_rows (half the rows)",
+        2 * layers,
+        (3 * m * h * a) as f64,
+        (m * h) as f64,
+        || {
+            ops::scatter_add_rows(&mut dst, &half, &part)?;
+            Ok(())
+        },
+    )
 }
 
 /// Every op row of one (phase, batch).
@@ -90,257 +319,40 @@ pub fn measure_phase(
     batch: usize,
     sizes: &ReportSizes,
 ) -> anyhow::Result<Vec<OpRow>> {
-    let act_dtype = device.activation_dtype(w.embed.dtype());
-    let a = act_dtype.size_bytes();
-    let (h, f, qd, kvd) = (cfg.hidden, cfg.ffn, cfg.q_dim(), cfg.kv_dim());
-    let layers = cfg.n_layers;
-    let l = &w.layers[0];
-    let ffn_w: &FfnWeights = l
-        .audio
-        .as_ref()
-        .and_then(|b| b.ffn.as_ref())
-        .unwrap_or(&l.ffn);
-    let step: SyntheticStep = if phase == "decode" {
-        decode_step(
-            (0..batch)
-                .map(|i| audio_row(i, cfg.n_codebooks, cfg.codebook_size))
-                .collect(),
-            sizes.decode_ctx,
-        )
+    let step = if phase == "decode" {
+        let rows = (0..batch)
+            .map(|i| audio_row(i, cfg.n_codebooks, cfg.codebook_size))
+            .collect();
+        decode_step(rows, sizes.decode_ctx)
     } else {
         prefill_chunk((0..batch).map(text_row).collect(), 0)
     };
-    let inp = &step.inputs;
-    let n = batch;
-    let mk = |cols: usize, s: f32| -> anyhow::Result<Tensor> {
-        let v: Vec<f32> = (0..n * cols)
-            .map(|i| s * ((i % 97) as f32 / 48.0 - 1.0))
-            .collect();
-        Ok(Tensor::from_f32_on(vec![n, cols], &v, act_dtype, device)?)
+    let mut p = Phase {
+        cfg,
+        w,
+        device,
+        phase,
+        batch,
+        min_s: sizes.min_s,
+        act_dtype: device.activation_dtype(w.embed.dtype()),
+        rows: Vec::new(),
     };
-    let xh = mk(h, 0.5)?;
-    let xh2 = mk(h, 0.25)?;
-    let xq = mk(qd, 0.1)?;
-    let xf = mk(f, 0.1)?;
-    let xf2 = mk(f, 0.2)?;
-    // References, so that every case's closure can be `move` (it copies what it reads).
-    let (xh, xh2, xq, xf, xf2) = (&xh, &xh2, &xq, &xf, &xf2);
-    let mut kv = KvCache::new_on(1, step.num_blocks, BLOCK_SIZE, kvd, act_dtype, device)?;
-    let heads = RopeHeads {
-        n_heads: cfg.n_heads,
-        n_kv_heads: cfg.n_kv_heads,
-        head_dim: cfg.head_dim,
-    };
-    let inv_freq = cfg.rope_inv_freq();
-    // Keys each row attends over, and keys that must be read at least once.
-    let keys_per_row: Vec<f64> = inp.positions.iter().map(|&p| p as f64 + 1.0).collect();
-    let distinct_keys = if phase == "decode" {
-        keys_per_row.iter().sum::<f64>()
-    } else {
-        n as f64
-    };
-    let mut rows = Vec::new();
-    {
-        let mut resid = xh.zeros_like()?;
-        ops::add_inplace(&mut resid, xh)?;
-        let mut resid2 = xh.zeros_like()?;
-        ops::add_inplace(&mut resid2, xh)?;
-        let mut q = mk(qd, 0.1)?;
-        let mut k = mk(kvd, 0.1)?;
-        let v = mk(kvd, 0.1)?;
-        let half: Vec<u32> = (0..n as u32).step_by(2).collect();
-        let gathered = ops::gather_rows(xh, &half)?;
-        let mut dst = xh.zeros_like()?;
-        let codes: Vec<u32> = inp
-            .rows
-            .iter()
-            .flat_map(|r| match r {
-                crate::model::RowInput::Audio { codes, .. } => codes.clone(),
-                crate::model::RowInput::Text(_) => Vec::new(),
-            })
-            .collect();
-        let text_ids: Vec<u32> = inp
-            .rows
-            .iter()
-            .filter_map(|r| match r {
-                crate::model::RowInput::Text(id) => Some(*id),
-                _ => None,
-            })
-            .collect();
-        // The head of a decode step reads every row; a prefill chunk's only its last row.
-        let head_in = if phase == "decode" {
-            None
-        } else {
-            Some(ops::gather_rows(xh2, &[n as u32 - 1])?)
-        };
-        let head_x: &Tensor = head_in.as_ref().unwrap_or(xh);
-        let wb = |t: &Tensor| tbytes(t);
-        let nh = (n * h) as f64;
-        let mut cases: Vec<Case<'_>> = Vec::new();
-        if phase == "decode" {
-            let nc = cfg.n_codebooks;
-            cases.push(Case {
-                op: "embed_audio".into(),
-                calls: 1,
-                bytes: ((nc * n * h) * w.audio_embed.dtype().size_bytes() + n * h * a) as f64,
-                flops: (nc * n * h) as f64,
-                run: Box::new(move || {
-                    ops::embed_audio(
-                        &w.audio_embed,
-                        cfg.codebook_rows(),
-                        nc,
-                        &codes,
-                        cfg.audio_embed_avg,
-                    )?;
-                    Ok(())
-                }),
-            });
-        } else {
-            cases.push(Case {
-                op: "embed_text".into(),
-                calls: 1,
-                bytes: ((n * h) * w.embed.dtype().size_bytes() + n * h * a) as f64,
-                flops: 0.0,
-                run: Box::new(move || {
-                    ops::embed_text(&w.embed, &text_ids)?;
-                    Ok(())
-                }),
-            });
-        }
-        cases.push(Case {
-            op: "rmsnorm".into(),
-            calls: layers + 1,
-            bytes: 2.0 * nh * a as f64 + wb(&l.input_norm),
-            flops: 4.0 * nh,
-            run: Box::new(move || {
-                ops::rmsnorm(xh, &l.input_norm, cfg.rms_eps)?;
-                Ok(())
-            }),
-        });
-        cases.push(gemm_case("q", layers, xh, &l.q, a));
-        cases.push(gemm_case("k", layers, xh, &l.k, a));
-        cases.push(gemm_case("v", layers, xh, &l.v, a));
-        let (pos, slots) = (&inp.positions, &inp.slot_mapping);
-        let kv_ref = &mut kv;
-        // rope_kv_write and attention share the cache: one case borrows it mutably, so the
-        // attention case reads a second cache of the same size.
-        let kv2 = KvCache::new_on(1, step.num_blocks, BLOCK_SIZE, kvd, act_dtype, device)?;
-        cases.push(Case {
-            op: "rope_kv_write".into(),
-            calls: layers,
-            bytes: ((2 * qd + 5 * kvd) * n * a) as f64,
-            flops: (3 * (qd + kvd) * n) as f64,
-            run: Box::new(move || {
-                kv_ref.rope_write(0, &mut q, &mut k, &v, heads, pos, &inv_freq, slots)?;
-                Ok(())
-            }),
-        });
-        let meta = AttnMeta {
-            block_size: inp.block_size,
-            block_tables: &inp.block_tables,
-            max_blocks: inp.max_blocks,
-            query_seq: &inp.query_seq,
-            query_pos: &inp.positions,
-        };
-        let sum_keys: f64 = keys_per_row.iter().sum();
-        cases.push(Case {
-            op: "paged_attention".into(),
-            calls: layers,
-            bytes: distinct_keys * (2 * kvd * a) as f64 + (2 * n * qd * a) as f64,
-            flops: 4.0 * (cfg.n_heads * cfg.head_dim) as f64 * sum_keys,
-            run: Box::new(move || {
-                ops::paged_attention(
-                    xq,
-                    &kv2.k[0],
-                    &kv2.v[0],
-                    cfg.n_heads,
-                    cfg.n_kv_heads,
-                    cfg.head_dim,
-                    &meta,
-                    None,
-                )?;
-                Ok(())
-            }),
-        });
-        cases.push(gemm_case("o", layers, xq, &l.o, a));
-        cases.push(Case {
-            op: "add_rmsnorm".into(),
-            calls: layers,
-            bytes: 4.0 * nh * a as f64 + wb(&l.post_norm),
-            flops: 5.0 * nh,
-            run: Box::new(move || {
-                ops::add_rmsnorm(&mut resid, xh2, &l.post_norm, cfg.rms_eps)?;
-                Ok(())
-            }),
-        });
-        cases.push(gemm_case("gate", layers, xh, &ffn_w.gate, a));
-        cases.push(gemm_case("up", layers, xh, &ffn_w.up, a));
-        cases.push(Case {
-            op: "silu_mul".into(),
-            calls: layers,
-            bytes: (3 * n * f * a) as f64,
-            flops: (4 * n * f) as f64,
-            run: Box::new(move || {
-                ops::silu_mul(xf, xf2)?;
-                Ok(())
-            }),
-        });
-        cases.push(gemm_case("down", layers, xf, &ffn_w.down, a));
-        cases.push(Case {
-            op: "add (residual)".into(),
-            calls: layers,
-            bytes: 3.0 * nh * a as f64,
-            flops: nh,
-            run: Box::new(move || {
-                ops::add_inplace(&mut resid2, xh2)?;
-                Ok(())
-            }),
-        });
-        if phase == "prefill" && n > 1 {
-            // A chunk that mixes text and audio (a voice prompt) routes rows per modality.
-            let m = half.len();
-            let (half_ref, gathered_ref) = (&half, &gathered);
-            cases.push(Case {
-                op: "gather_rows (half the rows)".into(),
-                calls: 2 * layers,
-                bytes: (2 * m * h * a) as f64,
-                flops: 0.0,
-                run: Box::new(move || {
-                    ops::gather_rows(xh, half_ref)?;
-                    Ok(())
-                }),
-            });
-            cases.push(Case {
-                op: "scatter_add_rows (half the rows)".into(),
-                calls: 2 * layers,
-                bytes: (3 * m * h * a) as f64,
-                flops: (m * h) as f64,
-                run: Box::new(move || {
-                    ops::scatter_add_rows(&mut dst, half_ref, gathered_ref)?;
-                    Ok(())
-                }),
-            });
-        }
-        let (head_name, head_w) = if phase == "decode" {
-            ("audio_head", &w.audio_head)
-        } else {
-            ("text_head", &w.text_head)
-        };
-        cases.push(gemm_case(head_name, 1, head_x, head_w, a));
-        for mut c in cases {
-            let s = time_per_call(device, sizes.min_s, 10_000, &mut c.run)?;
-            rows.push(OpRow {
-                phase,
-                batch,
-                op: c.op,
-                calls_per_step: c.calls,
-                time_s: s,
-                bytes: c.bytes,
-                flops: c.flops,
-            });
-        }
+    let xh = p.act_tensor(cfg.hidden, 0.5)?;
+    embed_ops(&mut p, &step.inputs)?;
+    attention_ops(&mut p, &step, &xh)?;
+    ffn_ops(&mut p, &xh)?;
+    if phase == "prefill" && batch > 1 {
+        routing_ops(&mut p, &xh)?;
     }
-    Ok(rows)
+    // The head of a decode step reads every row (audio logits); a prefill chunk's only its
+    // last row (text logits).
+    if phase == "decode" {
+        p.gemm("audio_head", 1, &xh, &w.audio_head)?;
+    } else {
+        let last = ops::gather_rows(&xh, &[batch as u32 - 1])?;
+        p.gemm("text_head", 1, &last, &w.text_head)?;
+    }
+    Ok(p.rows)
 }
 
 /// A one-layer copy of `cfg` (per-layer ops are timed on one layer; the step multiplies).
