@@ -21,6 +21,17 @@ pub struct Peaks {
     pub gemm_weight_dtype: String,
 }
 
+impl Peaks {
+    /// The higher bandwidth and the higher compute of two measurements of the same sizes.
+    pub fn max(self, o: &Peaks) -> Peaks {
+        Peaks {
+            bandwidth_bytes_per_s: self.bandwidth_bytes_per_s.max(o.bandwidth_bytes_per_s),
+            flops_per_s: self.flops_per_s.max(o.flops_per_s),
+            ..self
+        }
+    }
+}
+
 /// Measures both peaks: a copy of `copy_bytes` and an `n`×`n`×`n` GEMM with weights of
 /// `weight_dtype` (activations in the device's activation dtype).
 pub fn measure(

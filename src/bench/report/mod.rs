@@ -152,7 +152,7 @@ pub fn write_roofline(
     let mut md = info.markdown_header("Roofline report");
     let _ = writeln!(
         md,
-        "Peaks measured in this run: bandwidth **{:.1} GB/s** (copy of {}), compute **{:.1} GFLOP/s** \
+        "Peaks measured in this run (the higher of a measurement before and after the ops): bandwidth **{:.1} GB/s** (copy of {}), compute **{:.1} GFLOP/s** \
          ({n}x{n}x{n} GEMM, {} x {} weights); ridge point {ridge:.2} FLOP/byte. Decode rows attend \
          over {} keys; a prefill chunk is one sequence's first `batch` tokens. Per-layer ops are timed on layer 0; \
          `calls` is per step of the whole model.\n",
