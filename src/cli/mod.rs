@@ -3,6 +3,7 @@
 
 mod check;
 mod codec;
+pub mod dual_ffn_flags;
 mod serve;
 mod tts;
 

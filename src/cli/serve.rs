@@ -54,6 +54,8 @@ pub struct ServeArgs {
     max_imbalance: usize,
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    #[command(flatten)]
+    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
     /// The name clients send as `model` (default: the model folder's name or the HF id).
     #[arg(long)]
     served_model_name: Option<String>,
@@ -245,6 +247,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         None => VoiceStore::in_memory(),
     };
     let block_size = 16;
+    let overrides = a.dual_ffn.overrides()?;
     let spec = LoadSpec {
         model: a.model.clone(),
         audio_tokenizer: a.audio_tokenizer.clone(),
@@ -262,6 +265,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             max_num_seqs: a.max_num_seqs,
             prefix_caching: !a.no_prefix_cache,
         },
+        overrides,
     };
     let served = a.served_model_name.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.model);

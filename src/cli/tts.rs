@@ -100,6 +100,8 @@ pub struct TtsArgs {
     /// Weight and activation dtype on CUDA (the CPU computes in f32 with the stored weights).
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    #[command(flatten)]
+    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
 }
 
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
@@ -169,6 +171,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     }
     let req = read_request(&a)?;
     let block_size = 16;
+    let overrides = a.dual_ffn.overrides()?;
     let spec = LoadSpec {
         model: a.model.clone(),
         audio_tokenizer: a.audio_tokenizer.clone(),
@@ -184,6 +187,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
             block_size,
             ..Default::default()
         },
+        overrides,
     };
     let t0 = Instant::now();
     let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default())?;

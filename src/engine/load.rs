@@ -10,6 +10,7 @@ use super::handle::EngineParts;
 use crate::codec::model::AudioTokenizer;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::layer_overrides::{describe, LayerOverrides};
 use crate::model::{LoadOptions, Model, ModelWeights};
 use crate::tensor::{DType, Device};
 use crate::tokenizer::TextTokenizer;
@@ -30,6 +31,8 @@ pub struct LoadSpec {
     /// Weights and activations on CUDA (the CPU computes in f32 from the stored weights).
     pub dtype: DType,
     pub engine: EngineConfig,
+    /// DualFFN research overrides of the checkpoint's layer table (default: none).
+    pub overrides: LayerOverrides,
 }
 
 impl LoadSpec {
@@ -61,7 +64,10 @@ impl LoadSpec {
             .unwrap_or_else(|| model_dir.join("tokenizer.json"));
         let tokenizer = TextTokenizer::from_file(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("loading {}: {e}", tok_path.display())))?;
-        let cfg = ModelConfig::load(&model_dir)?;
+        let mut cfg = ModelConfig::load(&model_dir)?;
+        // Refuse bad overrides before reading any weight (a checkpoint has audio weights for
+        // exactly its config's dual layers).
+        self.overrides.layer_kinds(&cfg, |i| cfg.has_audio_ffn(i))?;
         let ck = Checkpoint::open(&model_dir)?;
         let device = match self.device.as_str() {
             "cpu" => Device::Cpu,
@@ -77,6 +83,14 @@ impl LoadSpec {
         };
         let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
         drop(ck);
+        if !self.overrides.is_default() {
+            let kinds = w.apply_overrides(&mut cfg, &self.overrides)?;
+            // The load log: a research run says what it changed.
+            eprintln!(
+                "DualFFN overrides: {}",
+                describe(&kinds, self.overrides.audio_ffn)
+            );
+        }
         if !device.is_cpu() {
             w = w.to_device(&device, self.dtype)?;
         }
