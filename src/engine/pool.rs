@@ -259,7 +259,7 @@ impl EnginePool {
         let h = &self.inner.replicas[p].handle;
         lp < h.engine_config().max_num_seqs.min(h.max_queue())
             && h.stats().waiting_seqs == 0
-            && lp <= ll + self.inner.cfg.max_imbalance
+            && lp <= ll.saturating_add(self.inner.cfg.max_imbalance)
     }
 
     /// Routes and submits a request; returns the replica it runs on and its events. A
