@@ -47,3 +47,31 @@ extern "C" __global__ void dual_ffn_scatter_add_bf16(const __grid_constant__ Row
 extern "C" __global__ void dual_ffn_scatter_add_f32(const __grid_constant__ RowsParams p) { rows_impl<float, 1>(p); }
 extern "C" __global__ void dual_ffn_scatter_bf16(const __grid_constant__ RowsParams p) { rows_impl<bf16, 2>(p); }
 extern "C" __global__ void dual_ffn_scatter_f32(const __grid_constant__ RowsParams p) { rows_impl<float, 2>(p); }
+
+struct SelectParams {
+    const void* if_set;    // [n_rows, hidden]
+    const void* if_clear;  // [n_rows, hidden]
+    const int32_t* mask;   // [n_rows]: nonzero picks if_set
+    void* dst;             // [n_rows, hidden]
+    int32_t n_rows;
+    int32_t hidden;
+};
+HIGGS_PARAMS_SIZE(SelectParams, 40);
+
+/**
+ * \brief Per-row select between two branches (the masked DualFFN strategy: both FFNs ran on
+ * every row, each row keeps its modality's output). Grid: (n_rows). Block: 256 threads striding
+ * `hidden`. No smem. Every element of dst is written.
+ * \tparam T bf16 or float.
+ */
+template <typename T>
+__device__ __forceinline__ void select_impl(const SelectParams& p) {
+    const int64_t j = blockIdx.x;
+    if (j >= p.n_rows) return;
+    const T* src = static_cast<const T*>(p.mask[j] != 0 ? p.if_set : p.if_clear) + j * p.hidden;
+    T* dst = static_cast<T*>(p.dst) + j * p.hidden;
+    for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) dst[c] = src[c];
+}
+
+extern "C" __global__ void dual_ffn_select_bf16(const __grid_constant__ SelectParams p) { select_impl<bf16>(p); }
+extern "C" __global__ void dual_ffn_select_f32(const __grid_constant__ SelectParams p) { select_impl<float>(p); }

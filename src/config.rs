@@ -179,7 +179,7 @@ impl Fields<'_> {
 
 /// Caps on config values: far above any Llama-family model, low enough that derived sizes
 /// cannot overflow and a typo (10^12 layers) is refused at load instead of reaching allocators.
-const MAX_LAYERS: usize = 1024;
+pub const MAX_LAYERS: usize = 1024;
 const MAX_DIM: usize = 1 << 20;
 const MAX_VOCAB: usize = 1 << 24;
 const MAX_POSITIONS: usize = 1 << 24;

@@ -16,6 +16,7 @@ pub mod delay;
 pub mod engine;
 pub mod error;
 pub mod kv;
+pub mod layer_overrides;
 pub mod model;
 pub mod ops;
 pub mod prompt;

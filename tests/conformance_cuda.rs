@@ -737,6 +737,39 @@ fn dual_ffn_routing() {
 }
 
 #[test]
+fn dual_ffn_select() {
+    let dev = dev_or_skip!();
+    let mut rng = rng("dual_ffn_select");
+    for &(n_rows, hidden) in &[(9, 3072), (1, 3072), (5, 33)] {
+        for dtype in DTYPES {
+            let case = format!(
+                "dual_ffn select rows {n_rows} hidden {hidden} {}",
+                dtype.name()
+            );
+            let mask: Vec<i32> = (0..n_rows).map(|_| i32::from(rng.gen_bool(0.5))).collect();
+            let mask_u: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
+            let a = rand_vec(&mut rng, n_rows * hidden, 2.0, dtype);
+            let t = rand_vec(&mut rng, n_rows * hidden, 2.0, dtype);
+            let mut want = vec![0f32; n_rows * hidden];
+            cpu::dual_ffn::select_rows(&mask_u, hidden, &a, &t, &mut want);
+            // NaN-filled: an element the kernel skips fails the comparison.
+            let mut out = with_guard(&dev, &vec![f32::NAN; want.len()], dtype);
+            let args = dual_ffn::SelectArgs { n_rows, hidden };
+            dual_ffn::select_rows(
+                &dev,
+                &up(&dev, &a, dtype),
+                &up(&dev, &t, dtype),
+                &up_i32(&dev, &mask),
+                &mut out,
+                &args,
+            )
+            .unwrap();
+            assert_close(&case, &down(&case, &out, want.len()), &want, 0.0);
+        }
+    }
+}
+
+#[test]
 fn act_silu_mul_plain_and_fused() {
     let dev = dev_or_skip!();
     let mut rng = rng("act");

@@ -56,7 +56,7 @@ fn router() -> &'static axum::Router {
             ..ServerConfig::default()
         };
         higgs_engine::server::router(Arc::new(AppState::new(
-            handle,
+            higgs_engine::engine::EnginePool::single(handle),
             cfg,
             None,
             VoiceStore::in_memory(),

@@ -514,6 +514,29 @@ fn gather_scatter_rows_match_naive() {
     }
 }
 
+#[test]
+fn select_rows_matches_naive() {
+    let mut rng = rng("select_rows_matches_naive");
+    for &(n, h) in &[(1, 1), (7, 33), (33, 3072)] {
+        let a = rand_vec(&mut rng, n * h, 1.0);
+        let t = rand_vec(&mut rng, n * h, 1.0);
+        let mask: Vec<u32> = (0..n).map(|_| u32::from(rng.gen_bool(0.5))).collect();
+        let want: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                let src = if mask[i] != 0 { &a } else { &t };
+                src[i * h..(i + 1) * h].to_vec()
+            })
+            .collect();
+        let got = ops::select_rows(
+            &mask,
+            &Tensor::from_f32(vec![n, h], a).unwrap(),
+            &Tensor::from_f32(vec![n, h], t).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got.to_f32_vec().unwrap(), want, "select_rows/f32/{n}x{h}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // paged KV cache and attention
 

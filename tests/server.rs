@@ -604,6 +604,76 @@ fn sixteen_concurrent_requests_match_their_solo_runs() {
     }
 }
 
+/// `--replicas 2`: requests spread over both engines (per-replica metrics, log lines) and each
+/// gets the bytes a single-engine server gives it.
+#[test]
+fn two_replicas_serve_what_one_serves() {
+    let s = Server::start("replicas", &["--replicas", "2", "--max-imbalance", "0"]);
+    let h = get(&s.base, "/health").json();
+    assert_eq!(
+        (h["replicas"].as_u64(), h["replicas_alive"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let texts = [
+        "A red kite.",
+        "Waves roll in from the sea.",
+        "The bell rang twice.",
+    ];
+    let reqs: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({
+                "input": texts[i % 3],
+                "voice": if i % 2 == 0 { "baker" } else { "alloy" },
+                "seed": 300 + i,
+                "response_format": "pcm",
+                "max_new_tokens": 16 + (i % 4) * 4,
+            })
+        })
+        .collect();
+    let single = shared();
+    let want: Vec<Vec<u8>> = reqs
+        .iter()
+        .map(|r| {
+            let x = speech(&single.base, r.clone());
+            assert_eq!(x.status, 200);
+            x.body
+        })
+        .collect();
+    let base = s.base.clone();
+    let got: Vec<Reply> = std::thread::scope(|sc| {
+        let hs: Vec<_> = reqs
+            .iter()
+            .map(|r| {
+                let (b, r) = (base.clone(), r.clone());
+                sc.spawn(move || speech(&b, r))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(g.status, 200, "request {i}");
+        assert_eq!(w, &g.body, "request {i}: two replicas != one");
+    }
+    let text = String::from_utf8(get(&s.base, "/metrics").body).unwrap();
+    let routed: Vec<f64> = (0..2)
+        .map(|r| {
+            metric(
+                &s.base,
+                &format!("higgs_replica_routed_requests_total{{replica=\"{r}\"}}"),
+            )
+        })
+        .collect();
+    assert!(routed.iter().all(|&n| n > 0.0), "routed {routed:?}\n{text}");
+    assert_eq!(routed.iter().sum::<f64>() as usize, reqs.len());
+    assert!(text.contains("higgs_replica_up{replica=\"1\"} 1"), "{text}");
+    let log = s.stop();
+    assert!(log.contains("2 replicas"), "{log}");
+    assert!(
+        log.contains("replica=0") && log.contains("replica=1"),
+        "{log}"
+    );
+}
+
 #[test]
 fn official_openai_python_client() {
     let have = Command::new("python3")

@@ -3,12 +3,15 @@
 //! must each give exactly what they give alone, under greedy and seeded sampling, with chunked
 //! prefill at small budgets, forced preemption, the prefix cache on and off, and random aborts
 //! of other requests. Afterwards every block is back; FCFS admission; failed steps free
-//! their blocks; the engine thread handle streams, aborts on drop and refuses past its queue.
+//! their blocks; the engine thread handle streams, aborts on drop and refuses past its queue;
+//! a pool of two replicas gives single-replica outputs, keeps voices together and survives
+//! one replica failing.
 
 use higgs_engine::codec::model::AudioTokenizer;
 use higgs_engine::engine::{
-    Engine, EngineConfig, EngineHandle, EngineParts, Event, FinishReason, GenerationParams,
-    HandleConfig, Output, Prompt, RequestEvent, TtsInput, TtsRequest,
+    Engine, EngineConfig, EngineHandle, EngineParts, EnginePool, Event, FinishReason,
+    GenerationParams, HandleConfig, Output, Prompt, RequestEvent, RouterConfig, TtsInput,
+    TtsRequest,
 };
 use higgs_engine::kv::manager::SeqId;
 use higgs_engine::model::Model;
@@ -589,4 +592,160 @@ fn handle_encodes_and_reports_bad_requests() {
     }
     assert!(h.wait_idle(Duration::from_secs(10)));
     assert_eq!(h.stats().kv_blocks_used, 0);
+}
+
+/// Replica `i` of a CPU pool: its own engine thread and one compute thread.
+fn replica(model: Arc<Model>, cfg: EngineConfig, i: usize) -> EngineHandle {
+    let threads = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    EngineHandle::spawn_in(
+        move || {
+            Ok(EngineParts {
+                model,
+                codec: AudioTokenizer::load(&fixtures().join("codec"))?,
+                tokenizer: Arc::new(toy_tokenizer()),
+                config: cfg,
+            })
+        },
+        HandleConfig { max_queue: 64 },
+        Some(Arc::new(threads)),
+        format!("test-replica-{i}"),
+    )
+    .unwrap()
+}
+
+/// `max_imbalance` 0: affinity never outweighs load, so back-to-back submits spread over
+/// every replica whatever voices the seed draws.
+fn pool(model: &Arc<Model>, n: usize, cfg: EngineConfig, max_imbalance: usize) -> EnginePool {
+    let handles = (0..n).map(|i| replica(model.clone(), cfg, i)).collect();
+    EnginePool::new(handles, RouterConfig { max_imbalance }).unwrap()
+}
+
+/// Waits for a request's end: Ok(audio samples) or Err(the failure's message).
+fn outcome(mut s: higgs_engine::engine::EventStream) -> Result<usize, String> {
+    let mut samples = 0;
+    loop {
+        match s.blocking_next() {
+            Some(RequestEvent::Audio(a)) => samples += a.len(),
+            Some(RequestEvent::Finished { .. }) => return Ok(samples),
+            Some(RequestEvent::Failed(e)) => return Err(e.to_string()),
+            Some(_) => {}
+            None => return Err("stream ended without Finished".into()),
+        }
+    }
+}
+
+#[test]
+fn two_replicas_spread_requests_and_give_single_replica_outputs() {
+    let fx = LlmFixture::load(&fixtures().join("llm")).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed());
+    let reqs = random_requests(&fx.model, 10, true, &mut rng);
+    let cfg = small(200, 16, true);
+    let single = handle(fx.model.clone(), cfg, 64);
+    let solos: Vec<_> = reqs
+        .iter()
+        .map(|r| collect(single.submit(tts_request(&fx.model, r)).unwrap()))
+        .collect();
+    drop(single);
+    let p = pool(&fx.model, 2, cfg, 0);
+    let streams: Vec<_> = reqs
+        .iter()
+        .map(|r| p.submit(tts_request(&fx.model, r)).unwrap())
+        .collect();
+    let mut on = [0usize; 2];
+    for (k, (r, s)) in streams.into_iter().enumerate() {
+        on[r] += 1;
+        let (codes, audio, _) = collect(s);
+        assert_eq!(codes, solos[k].0, "request {k} on replica {r}: codes");
+        assert_eq!(audio, solos[k].1, "request {k} on replica {r}: audio");
+    }
+    assert!(on[0] > 0 && on[1] > 0, "requests per replica {on:?}");
+    let c = p.replica_counters();
+    assert_eq!(c[0].routed as usize + c[1].routed as usize, reqs.len());
+    assert!(p.wait_idle(Duration::from_secs(10)));
+    for (i, s) in p.replica_stats().iter().enumerate() {
+        assert_eq!(s.kv_blocks_used, 0, "replica {i}: {s:?}");
+    }
+    assert_eq!(p.stats().kv_blocks_total, 400);
+}
+
+#[test]
+fn a_voice_stays_on_its_replica_while_it_has_room() {
+    let fx = LlmFixture::load(&fixtures().join("llm")).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed());
+    let reqs = random_requests(&fx.model, 12, false, &mut rng);
+    let p = pool(&fx.model, 2, small(400, 64, true), 4);
+    // One at a time: every replica is idle, so a voice's requests go where it first ran.
+    let mut home: HashMap<u64, usize> = HashMap::new();
+    let mut keyed = 0;
+    for r in &reqs {
+        let t = tts_request(&fx.model, r);
+        let key = higgs_engine::engine::affinity_key(&t);
+        let (at, s) = p.submit(t).unwrap();
+        outcome(s).unwrap();
+        if let Some(k) = key {
+            keyed += 1;
+            assert_eq!(*home.entry(k).or_insert(at), at, "voice moved replicas");
+        }
+    }
+    assert!(keyed >= 2, "the workload has voice prompts");
+    let c = p.replica_counters();
+    let hits: u64 = c.iter().map(|c| c.affinity_hits).sum();
+    assert_eq!(hits as usize, keyed - home.len(), "{c:?}");
+    // The voices' second uses hit the prefix cache of their replica.
+    let prefix_hits: u64 = p.replica_stats().iter().map(|s| s.prefix.hit_blocks).sum();
+    assert!(prefix_hits > 0);
+}
+
+#[test]
+fn a_replica_failure_fails_only_its_requests() {
+    let fx = LlmFixture::load(&fixtures().join("llm")).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed());
+    let mut reqs = random_requests(&fx.model, 6, false, &mut rng);
+    for r in &mut reqs {
+        r.params.max_new_tokens = 150;
+        r.params.stop_tokens.clear();
+    }
+    let p = pool(&fx.model, 2, small(600, 64, true), 0);
+    let streams: Vec<_> = reqs
+        .iter()
+        .map(|r| p.submit(tts_request(&fx.model, r)).unwrap())
+        .collect();
+    assert!(streams.iter().any(|(r, _)| *r == 0) && streams.iter().any(|(r, _)| *r == 1));
+    p.replica(1).fail_next_step();
+    for (r, s) in streams {
+        match (r, outcome(s)) {
+            (0, Ok(n)) => assert!(n > 0),
+            (0, Err(e)) => panic!("a request on the healthy replica failed: {e}"),
+            (_, Err(e)) => assert!(e.contains("injected"), "{e}"),
+            // The failure lands on the replica's next step with work; a request that finished
+            // before it is fine.
+            (_, Ok(_)) => {}
+        }
+    }
+    // Replica 1 stops for good: new requests all go to replica 0 and succeed.
+    p.replica(1).shutdown();
+    let t0 = std::time::Instant::now();
+    while p.replica_alive(1) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "replica 1 did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for r in &reqs[..4] {
+        let (at, s) = p.submit(tts_request(&fx.model, r)).unwrap();
+        assert_eq!(at, 0);
+        outcome(s).unwrap();
+    }
+    p.replica(0).shutdown();
+    let t0 = std::time::Instant::now();
+    while p.replica_alive(0) {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = p.submit(tts_request(&fx.model, &reqs[0])).err().unwrap();
+    assert!(err.to_string().contains("every engine replica"), "{err}");
 }

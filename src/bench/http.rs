@@ -91,7 +91,12 @@ fn state(
         max_new_tokens_limit: 1 << 20,
         ..ServerConfig::default()
     };
-    Ok(Arc::new(AppState::new(handle, server_cfg, None, store)))
+    Ok(Arc::new(AppState::new(
+        crate::engine::EnginePool::single(handle),
+        server_cfg,
+        None,
+        store,
+    )))
 }
 
 /// Reads a streamed PCM body as a player would (see `serve::read_stream`).
@@ -319,17 +324,17 @@ fn run_engine(
     gaps: &[f64],
 ) -> anyhow::Result<Summary> {
     let st = state(shape, cfg, dtype, device, a, voices)?;
-    let rate = st.handle.sample_rate() as f64;
+    let rate = st.engines.sample_rate() as f64;
     let requests = bodies
         .iter()
         .map(|b| crate::server::speech::prepare_body(&st, b.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("building the workload: {e}"))?;
-    let handle = st.handle.clone();
+    let engines = st.engines.clone();
     Ok(open_loop(requests, gaps, rate, move |req, sent| {
         // Submitted from the request's own thread, as concurrent HTTP handlers submit.
-        match handle.submit(req) {
-            Ok(s) => read_stream(s, sent, rate),
+        match engines.submit(req) {
+            Ok((_, s)) => read_stream(s, sent, rate),
             Err(e) => {
                 eprintln!("submit failed: {e}");
                 Trace::default()
@@ -350,7 +355,7 @@ fn run_http(
     gaps: &[f64],
 ) -> anyhow::Result<Summary> {
     let st = state(shape, cfg, dtype, device, a, voices)?;
-    let rate = st.handle.sample_rate() as f64;
+    let rate = st.engines.sample_rate() as f64;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

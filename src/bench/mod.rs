@@ -16,8 +16,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod dual_ffn;
 mod http;
+mod kernel_report;
+mod peaks;
+pub mod report;
+mod roofline;
 pub mod serve;
+mod synthetic;
+mod timing;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -35,8 +42,9 @@ pub struct BenchArgs {
     /// Seconds of audio for the codec benchmark.
     #[arg(long, default_value_t = 5)]
     codec_seconds: usize,
-    /// Model shape: real (released 3B: 28 layers, H 3072), medium (8 layers, H 2048), small.
-    #[arg(long, default_value = "small", value_parser = ["real", "medium", "small"])]
+    /// Model shape: real or released (the released 3B: 28 layers, H 3072), medium (8 layers,
+    /// H 2048), small (4 layers, H 512).
+    #[arg(long, default_value = "small", value_parser = ["real", "released", "medium", "small"])]
     shape: String,
     /// Weight dtype.
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
@@ -50,9 +58,11 @@ pub struct BenchArgs {
     /// Decode steps to time per batch size.
     #[arg(long, default_value_t = 8)]
     steps: usize,
-    /// Batch sizes for the decode measurement.
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
-    batch: Vec<usize>,
+    /// Batch sizes: of the decode measurement (default 1,8), of the roofline report
+    /// (--kernels on the CPU or with --report; default 1,64,256), of --dual-ffn (default
+    /// 1,8,64,256).
+    #[arg(long, value_delimiter = ',')]
+    batch: Option<Vec<usize>>,
     /// Also measure time to first audio: one request from `add` to its first streamed
     /// samples (prefill, the delay pattern's first C-1 columns, the codec's 10 frames of
     /// lookahead, one chunk of codec decode), with a released-size random codec on the same
@@ -70,16 +80,48 @@ pub struct BenchArgs {
     /// achieved weight bandwidth.
     #[arg(long)]
     ops: bool,
-    /// GPU time per kernel of one decode step (graphs off, CUDA events around every launch),
-    /// at batch 1 and at the largest batch.
-    #[arg(long)]
+    /// Roofline report of every op of a decode step and a prefill chunk (on the CPU, or with
+    /// --report): time, bytes, FLOPs, GB/s, GFLOP/s and the fraction of the peaks measured in
+    /// the same run. On CUDA without --report: GPU time per kernel of one decode step (graphs
+    /// off, CUDA events around every launch), at batch 1 and at the largest batch.
+    #[arg(long, conflicts_with = "dual_ffn")]
     kernels: bool,
+    /// DualFFN: per-layer routing counters of a mixed step, then the three execution
+    /// strategies (routed, masked, sub-batch) timed on the same steps across --audio-percent
+    /// and --batch, outputs compared.
+    #[arg(long)]
+    dual_ffn: bool,
+    /// Audio fractions (% of the rows) of the --dual-ffn comparison.
+    #[arg(long, value_delimiter = ',', default_value = "0,25,50,75,100")]
+    audio_percent: Vec<usize>,
+    /// Write report.json, report.md and an SVG chart of --kernels or --dual-ffn into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<std::path::PathBuf>,
+    /// Minimum time per measured op or step of the reports (ms); each is also called once
+    /// untimed first.
+    #[arg(long, default_value_t = 20.0)]
+    min_time_ms: f64,
+    /// Bytes of the peak-bandwidth copy, MiB (default 256 on the CPU, 1024 on CUDA).
+    #[arg(long)]
+    peak_copy_mib: Option<usize>,
+    /// M = N = K of the peak-compute GEMM (default 1024 on the CPU, 8192 on CUDA).
+    #[arg(long)]
+    peak_gemm: Option<usize>,
+    #[command(flatten)]
+    dual_ffn_flags: crate::cli::dual_ffn_flags::DualFfnFlags,
+}
+
+impl BenchArgs {
+    /// `--batch`, or `default` when it was not given.
+    fn batches(&self, default: &[usize]) -> Vec<usize> {
+        self.batch.clone().unwrap_or_else(|| default.to_vec())
+    }
 }
 
 /// A config of the released family, scaled by layers/width.
 pub fn shape_config(name: &str) -> anyhow::Result<ModelConfig> {
     let (layers, hidden, heads, kv, ffn, vocab) = match name {
-        "real" => return Ok(ModelConfig::released()),
+        "real" | "released" => return Ok(ModelConfig::released()),
         "medium" => (8, 2048, 16, 8, 8192, 128256),
         "small" => (4, 512, 8, 2, 1536, 128256),
         other => bail!("unknown shape {other}"),
@@ -213,12 +255,22 @@ const MAX_CODEC_SECONDS: usize = 3600;
 
 /// Check the size flags against the caps above, in checked arithmetic.
 fn check_sizes(a: &BenchArgs) -> anyhow::Result<()> {
-    let max_batch = a.batch.iter().copied().max().unwrap_or(1);
-    if a.batch.contains(&0) || max_batch > MAX_BATCH {
-        bail!(
-            "--batch {:?}: each batch size must be in 1..={MAX_BATCH}",
-            a.batch
-        );
+    let batch = a.batches(&[1, 8, 64, 256]);
+    let max_batch = batch.iter().copied().max().unwrap_or(1);
+    if batch.contains(&0) || max_batch > MAX_BATCH {
+        bail!("--batch {batch:?}: each batch size must be in 1..={MAX_BATCH}");
+    }
+    if let Some(p) = a.audio_percent.iter().find(|&&p| p > 100) {
+        bail!("--audio-percent {p}: must be in 0..=100");
+    }
+    if !(a.min_time_ms.is_finite() && a.min_time_ms >= 0.0 && a.min_time_ms <= 60_000.0) {
+        bail!("--min-time-ms {}: must be in 0..=60000", a.min_time_ms);
+    }
+    if a.peak_copy_mib.is_some_and(|m| m == 0 || m > 65536) {
+        bail!("--peak-copy-mib: must be in 1..=65536");
+    }
+    if a.peak_gemm.is_some_and(|n| n == 0 || n > 65536) {
+        bail!("--peak-gemm: must be in 1..=65536");
     }
     if a.codec_seconds == 0 || a.codec_seconds > MAX_CODEC_SECONDS {
         bail!(
@@ -260,10 +312,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         serve::run(&a.shape, dtype, device, &a.serve)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let cfg = shape_config(&a.shape)?;
+    let overrides = a.dual_ffn_flags.overrides()?;
+    let roofline_mode = a.kernels && (device.is_cpu() || a.report.is_some());
+    if roofline_mode {
+        return roofline::run(&a, dtype, &device, &overrides);
+    }
+    let mut cfg = shape_config(&a.shape)?;
+    // Overrides are checked against the shape before any weight is built.
+    overrides.layer_kinds(&cfg, |i| cfg.has_audio_ffn(i))?;
     let t0 = Instant::now();
-    let w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
+    let mut w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
         .context("building random weights")?;
+    let kinds = w.apply_overrides(&mut cfg, &overrides)?;
+    eprintln!(
+        "{}",
+        crate::layer_overrides::describe(&kinds, overrides.audio_ffn)
+    );
     device.synchronize()?;
     let params = w.param_count();
     let where_ = if device.is_cpu() {
@@ -280,7 +344,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let step_bytes = audio_step_weight_bytes(&w);
     let model = Arc::new(Model::new(cfg.clone(), w));
-    let max_batch = a.batch.iter().copied().max().unwrap_or(1).max(1);
+    if a.dual_ffn {
+        return dual_ffn::run(&a, &model, &kinds, &overrides);
+    }
+    let batch = a.batches(&[1, 8]);
+    let max_batch = batch.iter().copied().max().unwrap_or(1).max(1);
     let block_size = 16;
     let per_seq = (a.prompt_len + a.steps + 16).div_ceil(block_size) + 1;
     let mut engine = Engine::new(
@@ -365,7 +433,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         (false, "on") => &[true],
         _ => &[false, true],
     };
-    for &b in &a.batch {
+    for &b in &batch {
         for &graphs in modes {
             model.set_step_graphs(graphs);
             let ids: Vec<_> = (0..b)
@@ -420,10 +488,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     model.set_step_graphs(true);
     if a.ops {
-        op_profile(&model, &device, &a.batch)?;
+        op_profile(&model, &device, &batch)?;
     }
     if a.kernels {
-        let big = a.batch.iter().copied().max().unwrap_or(1);
+        let big = batch.iter().copied().max().unwrap_or(1);
         for b in [1, big] {
             let ids: Vec<_> = (0..b)
                 .map(|i| engine.add(&prompt(i + 700), gen_params()))
@@ -493,8 +561,8 @@ fn op_profile(model: &Model, device: &Device, batches: &[usize]) -> anyhow::Resu
     let l = &w.layers[0];
     let h = model.cfg.hidden;
     let mut gemms: Vec<(&str, &Tensor)> = vec![("q", &l.q), ("k", &l.k), ("o", &l.o)];
-    if let Some(a) = &l.audio {
-        gemms.extend([("audio gate", &a.ffn.gate), ("audio down", &a.ffn.down)]);
+    if let Some(af) = l.audio.as_ref().and_then(|a| a.ffn.as_ref()) {
+        gemms.extend([("audio gate", &af.gate), ("audio down", &af.down)]);
     }
     gemms.push(("audio head", &w.audio_head));
     let big = batches.iter().copied().max().unwrap_or(1);
@@ -614,13 +682,8 @@ pub fn audio_step_weight_bytes(w: &ModelWeights) -> usize {
         n += match (l.kind, &l.audio) {
             (LayerKind::FastForward, _) => 0,
             (LayerKind::Dual, Some(a)) => {
-                attn + bytes(&[
-                    &a.input_norm,
-                    &a.post_norm,
-                    &a.ffn.gate,
-                    &a.ffn.up,
-                    &a.ffn.down,
-                ])
+                let f = a.ffn.as_ref().unwrap_or(&l.ffn);
+                attn + bytes(&[&a.input_norm, &a.post_norm, &f.gate, &f.up, &f.down])
             }
             _ => {
                 attn + bytes(&[

@@ -4,6 +4,7 @@
 mod check;
 mod codec;
 mod progress;
+pub mod dual_ffn_flags;
 mod serve;
 mod tts;
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audio::decode::DecodeLimits;
-use crate::engine::{EngineConfig, EngineHandle, HandleConfig, LoadSpec};
+use crate::engine::{
+    EngineConfig, EngineHandle, EngineParts, EnginePool, HandleConfig, LoadSpec, RouterConfig,
+};
 use crate::prompt::VoiceLibrary;
 use crate::server::{AppState, ServerConfig, VoiceStore};
 use crate::tensor::DType;
@@ -38,8 +40,22 @@ pub struct ServeArgs {
     port: u16,
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
+    /// CUDA devices to serve on, one engine replica each (e.g. `0,1,2,3`); implies
+    /// `--device cuda`. Default: GPU 0 alone.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// Engine replicas on the CPU, each with its own KV cache and an equal share of the
+    /// host's cores; the weights are loaded once and shared.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Router: a voice stays on the replica that ran it before while that replica has at most
+    /// this many more requests in flight than the least-loaded one.
+    #[arg(long, default_value_t = 4)]
+    max_imbalance: usize,
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    #[command(flatten)]
+    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
     /// The name clients send as `model` (default: the model folder's name or the HF id).
     #[arg(long)]
     served_model_name: Option<String>,
@@ -49,10 +65,10 @@ pub struct ServeArgs {
     /// Rows per engine step (prefill chunks + decode rows).
     #[arg(long, default_value_t = 2048)]
     max_num_batched_tokens: usize,
-    /// Requests in flight (queued or running) before new ones get 429.
+    /// Requests in flight (queued or running) per replica before new ones get 429.
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
-    /// KV cache size in tokens (positions), shared by all requests.
+    /// KV cache size in tokens (positions) of each replica, shared by its requests.
     #[arg(long, default_value_t = 65536)]
     max_context: usize,
     /// Require `Authorization: Bearer KEY` on /v1 routes (default $HIGGS_API_KEY if set).
@@ -112,7 +128,110 @@ fn check_args(a: &ServeArgs) -> anyhow::Result<()> {
         "--max-clip-seconds {} must be in (0, 3600]",
         a.max_clip_seconds
     );
+    anyhow::ensure!(
+        (1..=256).contains(&a.replicas),
+        "--replicas {} is out of range (1..=256)",
+        a.replicas
+    );
+    if !a.devices.is_empty() {
+        anyhow::ensure!(
+            a.replicas == 1,
+            "--replicas is for the CPU; on CUDA, list the devices with --devices"
+        );
+        let mut seen = a.devices.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        anyhow::ensure!(
+            seen.len() == a.devices.len(),
+            "--devices lists a device twice: {:?}",
+            a.devices
+        );
+    } else if a.device == "cuda" {
+        anyhow::ensure!(
+            a.replicas == 1,
+            "--replicas is for the CPU; on CUDA, list the devices with --devices"
+        );
+    }
     Ok(())
+}
+
+/// Starts the engine replicas: one per CUDA device, loaded in parallel, each on its own
+/// thread; on the CPU the weights load once and `replicas` engines share them, each with
+/// `cores / replicas` compute threads.
+fn start_engines(a: &ServeArgs, spec: LoadSpec) -> anyhow::Result<EnginePool> {
+    let handle_cfg = HandleConfig {
+        max_queue: a.max_queue,
+    };
+    let router = RouterConfig {
+        max_imbalance: a.max_imbalance,
+    };
+    let cuda = !a.devices.is_empty() || a.device == "cuda";
+    if cuda {
+        let spec = if a.devices.len() > 1 {
+            spec.resolved()?
+        } else {
+            spec
+        };
+        let devices = if a.devices.is_empty() {
+            vec![0]
+        } else {
+            a.devices.clone()
+        };
+        let handles = std::thread::scope(|s| {
+            let jobs: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    let mut spec = spec.clone();
+                    spec.device = format!("cuda:{d}");
+                    s.spawn(move || {
+                        EngineHandle::spawn_in(
+                            move || spec.load(),
+                            handle_cfg,
+                            None,
+                            format!("higgs-engine-{i}"),
+                        )
+                        .with_context(|| format!("loading replica {i} on CUDA device {d}"))
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| {
+                    j.join()
+                        .map_err(|_| anyhow::anyhow!("a loader thread panicked"))?
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        return Ok(EnginePool::new(handles, router)?);
+    }
+    if a.replicas == 1 {
+        let h = EngineHandle::spawn(move || spec.load(), handle_cfg)?;
+        return Ok(EnginePool::single(h));
+    }
+    let parts = spec.load()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = (cores / a.replicas).max(1);
+    let mut handles = Vec::with_capacity(a.replicas);
+    for i in 0..a.replicas {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(per)
+            .thread_name(move |k| format!("higgs-cpu-{i}-{k}"))
+            .build()
+            .context("starting a replica's compute threads")?;
+        let p = EngineParts {
+            model: parts.model.clone(),
+            codec: parts.codec.clone(),
+            tokenizer: parts.tokenizer.clone(),
+            config: parts.config,
+        };
+        handles.push(EngineHandle::spawn_in(
+            move || Ok(p),
+            handle_cfg,
+            Some(Arc::new(pool)),
+            format!("higgs-engine-{i}"),
+        )?);
+    }
+    Ok(EnginePool::new(handles, router)?)
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -128,6 +247,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         None => VoiceStore::in_memory(),
     };
     let block_size = 16;
+    let overrides = a.dual_ffn.overrides()?;
     let spec = LoadSpec {
         model: a.model.clone(),
         audio_tokenizer: a.audio_tokenizer.clone(),
@@ -145,6 +265,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             max_num_seqs: a.max_num_seqs,
             prefix_caching: !a.no_prefix_cache,
         },
+        overrides,
     };
     let served = a.served_model_name.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.model);
@@ -158,21 +279,19 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     });
     let t0 = std::time::Instant::now();
-    let handle = EngineHandle::spawn(
-        move || spec.load(),
-        HandleConfig {
-            max_queue: a.max_queue,
-        },
-    )?;
+    let engines = start_engines(&a, spec)?;
+    let cuda = !a.devices.is_empty() || a.device == "cuda";
     eprintln!(
-        "higgs serve: loaded `{served}` in {:.1} s ({}{})",
+        "higgs serve: loaded `{served}` in {:.1} s ({}{}, {} replica{})",
         t0.elapsed().as_secs_f64(),
-        a.device,
-        if a.device == "cuda" {
+        if cuda { "cuda" } else { "cpu" },
+        if cuda {
             format!(", {}", a.dtype)
         } else {
             String::new()
-        }
+        },
+        engines.len(),
+        if engines.len() == 1 { "" } else { "s" }
     );
     let cfg = ServerConfig {
         served_model_name: served.clone(),
@@ -192,7 +311,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         request_timeout: Duration::from_secs(a.request_timeout.max(1)),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
     };
-    let state = Arc::new(AppState::new(handle, cfg, presets, voices));
+    let state = Arc::new(AppState::new(engines, cfg, presets, voices));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("higgs-http")

@@ -105,6 +105,8 @@ pub struct TtsArgs {
     dtype: String,
     #[command(flatten)]
     quiet: QuietArg,
+    #[command(flatten)]
+    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
 }
 
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
@@ -175,6 +177,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     let report = Reporter::new(a.quiet);
     let req = read_request(&a)?;
     let block_size = 16;
+    let overrides = a.dual_ffn.overrides()?;
     let spec = LoadSpec {
         model: a.model.clone(),
         audio_tokenizer: a.audio_tokenizer.clone(),
@@ -190,6 +193,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
             block_size,
             ..Default::default()
         },
+        overrides,
     };
     let t0 = Instant::now();
     let loading = report.spinner("loading model and codec");

@@ -134,6 +134,16 @@ impl Engine {
         self.timing.unwrap_or_default()
     }
 
+    /// DualFFN routing counters of the model's forward steps since the last reset: per layer,
+    /// text and audio rows, FFN rows computed, FFN and attention weight bytes read.
+    pub fn routing_stats(&self) -> crate::model::RoutingStats {
+        self.model.routing_stats()
+    }
+
+    pub fn reset_routing_stats(&self) {
+        self.model.reset_routing_stats()
+    }
+
     pub fn counters(&self) -> EngineCounters {
         self.counters
     }

@@ -168,6 +168,7 @@ struct Inner {
     tokenizer: Arc<TextTokenizer>,
     model: Arc<Model>,
     sample_rate: usize,
+    engine_cfg: EngineConfig,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -189,42 +190,36 @@ impl EngineHandle {
     where
         F: FnOnce() -> Result<EngineParts> + Send + 'static,
     {
+        Self::spawn_in(build, cfg, None, "higgs-engine".into())
+    }
+
+    /// [`EngineHandle::spawn`] with the engine's CPU compute confined to `threads` (a rayon
+    /// pool of its own, so replicas sharing one host split its cores instead of contending
+    /// for the global pool) and a thread name (`higgs-engine-1`, ...).
+    pub fn spawn_in<F>(
+        build: F,
+        cfg: HandleConfig,
+        threads: Option<Arc<rayon::ThreadPool>>,
+        name: String,
+    ) -> Result<EngineHandle>
+    where
+        F: FnOnce() -> Result<EngineParts> + Send + 'static,
+    {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(EngineStats::default()));
         let counts = Arc::new(Counts::default());
         let (stats2, counts2) = (stats.clone(), counts.clone());
         let thread = std::thread::Builder::new()
-            .name("higgs-engine".into())
-            .spawn(move || {
-                let parts = match build().and_then(|p| {
-                    let engine = Engine::new(p.model.clone(), p.config)?;
-                    Ok((p, engine))
-                }) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let (p, engine) = parts;
-                let _ = ready_tx.send(Ok((
-                    p.tokenizer.clone(),
-                    p.model.clone(),
-                    p.codec.sample_rate(),
-                )));
-                let mut l = EngineLoop {
-                    engine,
-                    codec: p.codec,
-                    tokenizer: p.tokenizer,
-                    out: OutputProcessor::new(DelayPattern::of(&p.model.cfg)),
-                    stats: stats2,
-                    counts: counts2,
-                };
-                l.run(cmd_rx);
+            .name(name)
+            .spawn(move || match threads {
+                Some(pool) => {
+                    pool.install(move || engine_main(build, ready_tx, cmd_rx, stats2, counts2))
+                }
+                None => engine_main(build, ready_tx, cmd_rx, stats2, counts2),
             })
             .map_err(|e| Error::Other(format!("cannot start the engine thread: {e}")))?;
-        let (tokenizer, model, sample_rate) = ready_rx
+        let (tokenizer, model, sample_rate, engine_cfg) = ready_rx
             .recv()
             .map_err(|_| Error::Other("the engine thread died while loading".into()))??;
         Ok(EngineHandle {
@@ -236,6 +231,7 @@ impl EngineHandle {
                 tokenizer,
                 model,
                 sample_rate,
+                engine_cfg,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -257,6 +253,30 @@ impl EngineHandle {
 
     pub fn stats(&self) -> EngineStats {
         self.inner.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The engine's sizing (batch rows, sequences, KV blocks).
+    pub fn engine_config(&self) -> &EngineConfig {
+        &self.inner.engine_cfg
+    }
+
+    /// Requests in flight past which `submit` refuses.
+    pub fn max_queue(&self) -> usize {
+        self.inner.cfg.max_queue
+    }
+
+    /// Requests submitted and not yet finished (queued, waiting for admission or running).
+    pub fn in_flight(&self) -> usize {
+        self.inner.counts.in_flight()
+    }
+
+    /// The engine thread is still running (false once it stopped or died).
+    pub fn is_alive(&self) -> bool {
+        self.inner
+            .thread
+            .lock()
+            .map(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+            .unwrap_or(false)
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Command>> {
@@ -373,6 +393,14 @@ impl EngineHandle {
         }
     }
 
+    /// Stops the engine thread now: requests in flight fail ("the engine stopped"), later
+    /// submits are refused. (Dropping the last handle does the same and waits for the thread.)
+    pub fn shutdown(&self) {
+        if let Ok(tx) = self.sender() {
+            let _ = tx.send(Command::Shutdown);
+        }
+    }
+
     /// Waits until the engine has no request in flight or `timeout` passes; true when idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let t0 = Instant::now();
@@ -389,6 +417,46 @@ impl EngineHandle {
         }
         false
     }
+}
+
+/// What the loaded engine tells its handle.
+type Ready = (Arc<TextTokenizer>, Arc<Model>, usize, EngineConfig);
+
+/// The engine thread's body: load, report ready, loop until shutdown.
+fn engine_main<F>(
+    build: F,
+    ready_tx: mpsc::Sender<Result<Ready>>,
+    cmd_rx: mpsc::Receiver<Command>,
+    stats: Arc<Mutex<EngineStats>>,
+    counts: Arc<Counts>,
+) where
+    F: FnOnce() -> Result<EngineParts>,
+{
+    let (p, engine) = match build().and_then(|p| {
+        let engine = Engine::new(p.model.clone(), p.config)?;
+        Ok((p, engine))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready_tx.send(Ok((
+        p.tokenizer.clone(),
+        p.model.clone(),
+        p.codec.sample_rate(),
+        p.config,
+    )));
+    let mut l = EngineLoop {
+        engine,
+        codec: p.codec,
+        tokenizer: p.tokenizer,
+        out: OutputProcessor::new(DelayPattern::of(&p.model.cfg)),
+        stats,
+        counts,
+    };
+    l.run(cmd_rx);
 }
 
 struct EngineLoop {

@@ -10,6 +10,7 @@ use super::handle::EngineParts;
 use crate::codec::model::AudioTokenizer;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::layer_overrides::{describe, LayerOverrides};
 use crate::model::{LoadOptions, Model, ModelWeights};
 use crate::tensor::{DType, Device};
 use crate::tokenizer::TextTokenizer;
@@ -25,17 +26,32 @@ pub struct LoadSpec {
     pub audio_tokenizer: String,
     /// tokenizer.json (default: the model folder's).
     pub tokenizer: Option<PathBuf>,
-    /// "cpu" or "cuda" (GPU 0).
+    /// "cpu", "cuda" (GPU 0) or "cuda:N" (GPU N).
     pub device: String,
     /// Weights and activations on CUDA (the CPU computes in f32 from the stored weights).
     pub dtype: DType,
     pub engine: EngineConfig,
+    /// DualFFN research overrides of the checkpoint's layer table (default: none).
+    pub overrides: LayerOverrides,
 }
 
 impl LoadSpec {
     /// The model folder (resolving an HF id).
     pub fn model_dir(&self) -> Result<PathBuf> {
         resolve_model(&self.model, &["config.json"])
+    }
+
+    /// The same spec with Hugging Face ids resolved to local folders (downloaded when
+    /// missing), so that several loaders in parallel do not download the same files.
+    pub fn resolved(&self) -> Result<LoadSpec> {
+        let mut s = self.clone();
+        s.model = resolve_model(&self.model, &["config.json"])?
+            .to_string_lossy()
+            .into_owned();
+        s.audio_tokenizer = resolve_model(&self.audio_tokenizer, &["config.json"])?
+            .to_string_lossy()
+            .into_owned();
+        Ok(s)
     }
 
     /// Loads everything; run it on the engine thread (`EngineHandle::spawn`).
@@ -48,19 +64,33 @@ impl LoadSpec {
             .unwrap_or_else(|| model_dir.join("tokenizer.json"));
         let tokenizer = TextTokenizer::from_file(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("loading {}: {e}", tok_path.display())))?;
-        let cfg = ModelConfig::load(&model_dir)?;
+        let mut cfg = ModelConfig::load(&model_dir)?;
+        // Refuse bad overrides before reading any weight (a checkpoint has audio weights for
+        // exactly its config's dual layers).
+        self.overrides.layer_kinds(&cfg, |i| cfg.has_audio_ffn(i))?;
         let ck = Checkpoint::open(&model_dir)?;
         let device = match self.device.as_str() {
             "cpu" => Device::Cpu,
             "cuda" => Device::cuda(0)?,
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "device `{other}`: expected cpu or cuda"
-                )))
-            }
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::cuda(n)?,
+                _ => {
+                    return Err(Error::BadRequest(format!(
+                        "device `{other}`: expected cpu, cuda or cuda:N"
+                    )))
+                }
+            },
         };
         let mut w = ModelWeights::load(&ck, &cfg, LoadOptions::default())?;
         drop(ck);
+        if !self.overrides.is_default() {
+            let kinds = w.apply_overrides(&mut cfg, &self.overrides)?;
+            // The load log: a research run says what it changed.
+            eprintln!(
+                "DualFFN overrides: {}",
+                describe(&kinds, self.overrides.audio_ffn)
+            );
+        }
         if !device.is_cpu() {
             w = w.to_device(&device, self.dtype)?;
         }

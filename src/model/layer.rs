@@ -1,9 +1,11 @@
 //! One decoder layer for a batch of rows (spec §5.1, §5.8). Dual-FFN layers route each row to
 //! its modality's norms and FFN (only that FFN is computed); fast-forward layers run the text
 //! layer on text rows only, with audio keys hidden, and pass audio rows through; plain layers
-//! treat every row as text.
+//! treat every row as text. How a dual layer computes its two branches is the step's
+//! [`DualFfnStrategy`] (routed here, masked here, sub-batched in `sub_batch.rs`).
 
 use super::batch::BatchInputs;
+use super::dual_ffn::DualFfnStrategy;
 use super::weights::{FfnWeights, LayerWeights};
 use crate::config::{LayerKind, ModelConfig};
 use crate::error::Result;
@@ -24,9 +26,13 @@ pub(crate) struct StepPlan {
     route: RoutePlan,
     /// Every row treated as text (plain layers: the same routed code with one group).
     all_text: RoutePlan,
-    /// Attention metadata of every row, and of the text rows alone (fast-forward layers).
-    all_rows: RowMeta,
-    text_rows: RowMeta,
+    /// Attention metadata of every row, of the text rows alone (fast-forward layers) and of
+    /// the audio rows alone (the audio sub-batch).
+    pub(crate) all_rows: RowMeta,
+    pub(crate) text_rows: RowMeta,
+    pub(crate) audio_rows: RowMeta,
+    /// Per row: 1 for audio, 0 for text (the masked strategy's select).
+    pub(crate) audio_mask: Vec<u32>,
 }
 
 impl StepPlan {
@@ -40,7 +46,15 @@ impl StepPlan {
             }
         }
         let text_rows = RowMeta::subset(inputs, &text);
+        let audio_rows = RowMeta::subset(inputs, &audio);
+        let audio_mask = inputs
+            .rows
+            .iter()
+            .map(|r| u32::from(r.is_audio()))
+            .collect();
         StepPlan {
+            audio_rows,
+            audio_mask,
             all_text: RoutePlan {
                 text: (0..inputs.rows.len() as u32).collect(),
                 audio: Vec::new(),
@@ -50,10 +64,15 @@ impl StepPlan {
             text_rows,
         }
     }
+
+    /// Text rows, then audio rows (indices into the step's rows).
+    pub(crate) fn route(&self) -> &RoutePlan {
+        &self.route
+    }
 }
 
 /// Row subset metadata for attention (positions, sequences, slots of the chosen rows).
-struct RowMeta {
+pub(crate) struct RowMeta {
     positions: Vec<i32>,
     query_seq: Vec<u32>,
     slots: Vec<i32>,
@@ -70,11 +89,20 @@ impl RowMeta {
     }
 }
 
-fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
+pub(crate) fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
     let gate = ops::matmul(m, &w.gate)?;
     let up = ops::matmul(m, &w.up)?;
     let act = ops::silu_mul(&gate, &up)?;
     ops::matmul(&act, &w.down)
+}
+
+/// What attention of one layer needs besides its rows: config, weights, step inputs, cache.
+pub(crate) struct AttnCtx<'a> {
+    pub cfg: &'a ModelConfig,
+    pub l: &'a LayerWeights,
+    pub layer: usize,
+    pub inputs: &'a BatchInputs,
+    pub inv_freq: &'a [f32],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,6 +117,26 @@ fn attention(
     inv_freq: &[f32],
     hide_audio_keys: bool,
 ) -> Result<Tensor> {
+    let c = AttnCtx {
+        cfg,
+        l,
+        layer,
+        inputs,
+        inv_freq,
+    };
+    let q = project_write(&c, n, rows, kv)?;
+    attend(&c, &q, rows, kv, hide_audio_keys)
+}
+
+/// Q, K, V projections of normed rows `n`, RoPE, and K/V written into the cache; returns the
+/// rotated queries.
+pub(crate) fn project_write(
+    c: &AttnCtx<'_>,
+    n: &Tensor,
+    rows: &RowMeta,
+    kv: &mut KvCache,
+) -> Result<Tensor> {
+    let (cfg, l, layer, inv_freq) = (c.cfg, c.l, c.layer, c.inv_freq);
     let mut q = ops::matmul(n, &l.q)?;
     let mut k = ops::matmul(n, &l.k)?;
     let v = ops::matmul(n, &l.v)?;
@@ -107,6 +155,19 @@ fn attention(
         inv_freq,
         &rows.slots,
     )?;
+    Ok(q)
+}
+
+/// Paged attention of rotated queries `q` over the cache (K/V of every row of the step
+/// already written), then the output projection.
+pub(crate) fn attend(
+    c: &AttnCtx<'_>,
+    q: &Tensor,
+    rows: &RowMeta,
+    kv: &KvCache,
+    hide_audio_keys: bool,
+) -> Result<Tensor> {
+    let (cfg, l, layer, inputs) = (c.cfg, c.l, c.layer, c.inputs);
     let meta = AttnMeta {
         block_size: inputs.block_size,
         block_tables: &inputs.block_tables,
@@ -119,7 +180,7 @@ fn attention(
         max_ctx: inputs.max_ctx,
     });
     let o = ops::paged_attention(
-        &q,
+        q,
         &kv.k[layer],
         &kv.v[layer],
         cfg.n_heads,
@@ -173,14 +234,19 @@ fn routed_add_norm(
     routed_norm(x, w_text, w_audio, plan, eps)
 }
 
-/// Add each modality's FFN of `m` into `x`, computing only the FFN a row needs.
+/// Add each modality's FFN of `m` into `x`, computing only the FFN a row needs; with no audio
+/// FFN (`--audio-ffn off`) every row takes the text FFN.
 fn routed_ffn(
     x: &mut Tensor,
     m: &Tensor,
     text: &FfnWeights,
-    audio: &FfnWeights,
+    audio: Option<&FfnWeights>,
     plan: &RoutePlan,
 ) -> Result<()> {
+    let Some(audio) = audio else {
+        let y = ffn(text, m)?;
+        return ops::add_inplace(x, &y);
+    };
     for (idx, w) in [(&plan.text, text), (&plan.audio, audio)] {
         if idx.is_empty() {
             continue;
@@ -196,6 +262,69 @@ fn routed_ffn(
     Ok(())
 }
 
+/// The masked strategy's norm: both norms on every row, each row keeps its modality's.
+fn masked_norm(
+    x: &Tensor,
+    w_text: &Tensor,
+    w_audio: &Tensor,
+    mask: &[u32],
+    eps: f32,
+) -> Result<Tensor> {
+    let t = ops::rmsnorm(x, w_text, eps)?;
+    let a = ops::rmsnorm(x, w_audio, eps)?;
+    ops::select_rows(mask, &a, &t)
+}
+
+/// The masked strategy's FFN: both FFNs on every row, each row adds its modality's output.
+fn masked_ffn(
+    x: &mut Tensor,
+    m: &Tensor,
+    text: &FfnWeights,
+    audio: Option<&FfnWeights>,
+    mask: &[u32],
+) -> Result<()> {
+    let yt = ffn(text, m)?;
+    let y = match audio {
+        Some(a) => ops::select_rows(mask, &ffn(a, m)?, &yt)?,
+        None => yt,
+    };
+    ops::add_inplace(x, &y)
+}
+
+/// A fast-forward layer: audio rows pass through untouched and write no K/V; text rows never
+/// see audio keys.
+fn fast_forward_layer(
+    c: &AttnCtx<'_>,
+    x: &mut Tensor,
+    plan: &StepPlan,
+    kv: &mut KvCache,
+) -> Result<()> {
+    let (l, eps) = (c.l, c.cfg.rms_eps);
+    let text = &plan.route.text;
+    if text.is_empty() {
+        return Ok(());
+    }
+    let all = plan.route.audio.is_empty();
+    let mut xt = if all {
+        ops::copy(x)?
+    } else {
+        ops::gather_rows(x, text)?
+    };
+    let rows = if all { &plan.all_rows } else { &plan.text_rows };
+    let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
+    let q = project_write(c, &n, rows, kv)?;
+    let att = attend(c, &q, rows, kv, true)?;
+    let m = ops::add_rmsnorm(&mut xt, &att, &l.post_norm, eps)?;
+    let f = ffn(&l.ffn, &m)?;
+    if all {
+        ops::add_inplace(x, &att)?;
+        ops::add_inplace(x, &f)
+    } else {
+        ops::scatter_add_rows(x, text, &att)?;
+        ops::scatter_add_rows(x, text, &f)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_layer(
     cfg: &ModelConfig,
@@ -206,40 +335,34 @@ pub(crate) fn forward_layer(
     inputs: &BatchInputs,
     kv: &mut KvCache,
     inv_freq: &[f32],
+    strategy: DualFfnStrategy,
 ) -> Result<()> {
     let eps = cfg.rms_eps;
+    let c = AttnCtx {
+        cfg,
+        l,
+        layer,
+        inputs,
+        inv_freq,
+    };
     if l.kind == LayerKind::FastForward {
-        // Audio rows pass through untouched and write no K/V; text rows never see audio keys.
-        let text = &plan.route.text;
-        if text.is_empty() {
-            return Ok(());
-        }
-        let all = plan.route.audio.is_empty();
-        let mut xt = if all {
-            ops::copy(x)?
-        } else {
-            ops::gather_rows(x, text)?
-        };
-        let rows = if all { &plan.all_rows } else { &plan.text_rows };
-        let n = ops::rmsnorm(&xt, &l.input_norm, eps)?;
-        let att = attention(cfg, l, layer, &n, rows, inputs, kv, inv_freq, true)?;
-        let m = ops::add_rmsnorm(&mut xt, &att, &l.post_norm, eps)?;
-        let f = ffn(&l.ffn, &m)?;
-        return if all {
-            ops::add_inplace(x, &att)?;
-            ops::add_inplace(x, &f)
-        } else {
-            ops::scatter_add_rows(x, text, &att)?;
-            ops::scatter_add_rows(x, text, &f)
-        };
+        return fast_forward_layer(&c, x, plan, kv);
     }
     // Dual-FFN layers route rows by modality; plain Llama layers are the same code with every
     // row in the text group (audio weights are only loaded for dual layers).
     let (route, in_audio, post_audio, ffn_audio) = match (&l.audio, l.kind) {
-        (Some(a), LayerKind::Dual) => (&plan.route, &a.input_norm, &a.post_norm, &a.ffn),
-        _ => (&plan.all_text, &l.input_norm, &l.post_norm, &l.ffn),
+        (Some(a), LayerKind::Dual) => (&plan.route, &a.input_norm, &a.post_norm, a.ffn.as_ref()),
+        _ => (&plan.all_text, &l.input_norm, &l.post_norm, Some(&l.ffn)),
     };
-    let n = routed_norm(x, &l.input_norm, in_audio, route, eps)?;
+    // Masked differs from routed only when both modalities are present (otherwise each row's
+    // branch is the one branch that runs).
+    let masked =
+        strategy == DualFfnStrategy::Masked && !route.text.is_empty() && !route.audio.is_empty();
+    let n = if masked {
+        masked_norm(x, &l.input_norm, in_audio, &plan.audio_mask, eps)?
+    } else {
+        routed_norm(x, &l.input_norm, in_audio, route, eps)?
+    };
     let att = attention(
         cfg,
         l,
@@ -251,6 +374,11 @@ pub(crate) fn forward_layer(
         inv_freq,
         false,
     )?;
+    if masked {
+        ops::add_inplace(x, &att)?;
+        let m = masked_norm(x, &l.post_norm, post_audio, &plan.audio_mask, eps)?;
+        return masked_ffn(x, &m, &l.ffn, ffn_audio, &plan.audio_mask);
+    }
     let m = routed_add_norm(x, &att, &l.post_norm, post_audio, route, eps)?;
     routed_ffn(x, &m, &l.ffn, ffn_audio, route)
 }

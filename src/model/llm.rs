@@ -1,7 +1,9 @@
 //! The whole stack: embeddings -> decoder layers -> final norm -> heads (spec §4-6).
 
 use super::batch::{BatchInputs, RowInput};
+use super::dual_ffn::{step_routing, DualFfnStrategy, RoutingStats};
 use super::layer::{forward_layer, StepPlan};
+use super::sub_batch::{self, Stack};
 use super::weights::ModelWeights;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -17,6 +19,10 @@ pub struct Model {
     device: Device,
     /// f32 on the CPU; the weights' dtype on CUDA (f32 for conformance, bf16 for speed).
     act_dtype: DType,
+    /// How dual layers compute their two branches ([`DualFfnStrategy`], as its u8).
+    strategy: std::sync::atomic::AtomicU8,
+    /// Routing counters: (every step since the last reset, the last step).
+    routing: std::sync::Mutex<(RoutingStats, RoutingStats)>,
     /// Captured decode-step graphs (CUDA).
     #[cfg(feature = "cuda")]
     graphs: super::graph::StepGraphs,
@@ -50,9 +56,54 @@ impl Model {
             inv_freq,
             device,
             act_dtype,
+            strategy: Default::default(),
+            routing: Default::default(),
             #[cfg(feature = "cuda")]
             graphs: Default::default(),
         }
+    }
+
+    /// Sets how dual layers compute their two branches (default [`DualFfnStrategy::Routed`]).
+    /// The outputs are the same; time and bytes moved differ.
+    pub fn set_dual_ffn_strategy(&self, s: DualFfnStrategy) {
+        self.strategy
+            .store(s.as_u8(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn dual_ffn_strategy(&self) -> DualFfnStrategy {
+        DualFfnStrategy::from_u8(self.strategy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Routing counters summed over every forward step since the last reset.
+    pub fn routing_stats(&self) -> RoutingStats {
+        self.routing_lock().0.clone()
+    }
+
+    /// The routing of the last forward step.
+    pub fn last_step_routing(&self) -> RoutingStats {
+        self.routing_lock().1.clone()
+    }
+
+    pub fn reset_routing_stats(&self) {
+        *self.routing_lock() = Default::default();
+    }
+
+    fn routing_lock(&self) -> std::sync::MutexGuard<'_, (RoutingStats, RoutingStats)> {
+        // The counters are plain sums: a panic elsewhere cannot leave them inconsistent.
+        self.routing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_routing(&self, inputs: &BatchInputs) {
+        let n_audio = inputs.rows.iter().filter(|r| r.is_audio()).count();
+        let step = step_routing(
+            &self.w.layers,
+            inputs.rows.len() - n_audio,
+            n_audio,
+            self.dual_ffn_strategy(),
+        );
+        let mut g = self.routing_lock();
+        g.0.add(&step);
+        g.1 = step;
     }
 
     /// RoPE inverse frequencies `[head_dim / 2]`.
@@ -193,9 +244,14 @@ impl Model {
         kv: &mut KvCache,
         opts: &ForwardOptions,
     ) -> Result<ForwardOutput> {
+        self.count_routing(inputs);
+        // Graphs capture the default strategy only (their steps have one modality, where the
+        // strategies run the same ops anyway).
         #[cfg(feature = "cuda")]
-        if let Some(out) = self.graphs.forward(self, inputs, kv, opts)? {
-            return Ok(out);
+        if self.dual_ffn_strategy() == DualFfnStrategy::Routed {
+            if let Some(out) = self.graphs.forward(self, inputs, kv, opts)? {
+                return Ok(out);
+            }
         }
         self.forward_eager(inputs, kv, opts)
     }
@@ -226,11 +282,33 @@ impl Model {
         let plan = StepPlan::new(inputs);
         let mut x = self.embed(&inputs.rows)?;
         let mut layers = Vec::new();
-        for (i, l) in self.w.layers.iter().enumerate() {
-            if opts.capture_layers {
-                layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
+        let strategy = self.dual_ffn_strategy();
+        // Capturing every layer's input needs the rows joined: sub-batching then runs routed.
+        if sub_batch::applies(strategy, &plan) && !opts.capture_layers {
+            let stack = Stack {
+                cfg: &self.cfg,
+                layers: &self.w.layers,
+                inputs,
+                inv_freq: &self.inv_freq,
+            };
+            x = sub_batch::forward_sub_batched(&stack, &x, &plan, kv)?;
+        } else {
+            for (i, l) in self.w.layers.iter().enumerate() {
+                if opts.capture_layers {
+                    layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);
+                }
+                forward_layer(
+                    &self.cfg,
+                    l,
+                    i,
+                    &mut x,
+                    &plan,
+                    inputs,
+                    kv,
+                    &self.inv_freq,
+                    strategy,
+                )?;
             }
-            forward_layer(&self.cfg, l, i, &mut x, &plan, inputs, kv, &self.inv_freq)?;
         }
         if opts.capture_layers {
             layers.push(Tensor::from_f32(x.shape().to_vec(), x.to_f32_vec()?)?);

@@ -4,12 +4,15 @@
 //! May use: ops, tensor, config, weights, kv::cache.
 
 mod batch;
+mod dual_ffn;
 #[cfg(feature = "cuda")]
 mod graph;
 mod layer;
 mod llm;
+mod sub_batch;
 mod weights;
 
 pub use batch::{BatchInputs, RowInput};
+pub use dual_ffn::{DualFfnStrategy, LayerRouting, RoutingStats};
 pub use llm::{ForwardOptions, ForwardOutput, Model};
-pub use weights::{LayerWeights, LoadOptions, ModelWeights};
+pub use weights::{AudioBranch, FfnWeights, LayerWeights, LoadOptions, ModelWeights};

@@ -4,6 +4,7 @@
 
 use crate::config::{LayerKind, ModelConfig};
 use crate::error::{Error, Result};
+use crate::layer_overrides::{AudioFfn, LayerOverrides};
 use crate::tensor::{CpuStorage, DType, Device, Tensor};
 use crate::weights::safetensors::Checkpoint;
 use std::collections::BTreeSet;
@@ -17,7 +18,8 @@ pub struct FfnWeights {
 pub struct AudioBranch {
     pub input_norm: Tensor,
     pub post_norm: Tensor,
-    pub ffn: FfnWeights,
+    /// `None` under `--audio-ffn off`: audio positions use the layer's text FFN.
+    pub ffn: Option<FfnWeights>,
 }
 
 pub struct LayerWeights {
@@ -262,7 +264,7 @@ impl ModelWeights {
                 Some(a) => Some(AudioBranch {
                     input_norm: mv(&a.input_norm)?,
                     post_norm: mv(&a.post_norm)?,
-                    ffn: ffn(&a.ffn)?,
+                    ffn: a.ffn.as_ref().map(ffn).transpose()?,
                 }),
                 None => None,
             };
@@ -324,14 +326,12 @@ impl ModelWeights {
                 f(t);
             }
             if let Some(a) = &l.audio {
-                for t in [
-                    &a.input_norm,
-                    &a.post_norm,
-                    &a.ffn.gate,
-                    &a.ffn.up,
-                    &a.ffn.down,
-                ] {
-                    f(t);
+                f(&a.input_norm);
+                f(&a.post_norm);
+                if let Some(af) = &a.ffn {
+                    for t in [&af.gate, &af.up, &af.down] {
+                        f(t);
+                    }
                 }
             }
         }
@@ -363,11 +363,11 @@ impl ModelWeights {
                 Some(AudioBranch {
                     input_norm: g(&format!("{p}.audio_input_layernorm.weight"))?,
                     post_norm: g(&format!("{p}.audio_post_attention_layernorm.weight"))?,
-                    ffn: FfnWeights {
+                    ffn: Some(FfnWeights {
                         gate: g(&format!("{p}.audio_mlp.gate_proj.weight"))?,
                         up: g(&format!("{p}.audio_mlp.up_proj.weight"))?,
                         down: g(&format!("{p}.audio_mlp.down_proj.weight"))?,
-                    },
+                    }),
                 })
             } else {
                 None
@@ -397,6 +397,40 @@ impl ModelWeights {
             text_head: g("audio_decoder_proj.text_lm_head.weight")?,
             audio_head: g("audio_decoder_proj.audio_lm_head.weight")?,
         })
+    }
+
+    /// Applies load-time DualFFN overrides to these weights and their config: each layer's
+    /// kind is set from [`LayerOverrides::layer_kinds`] (validated against the audio weights
+    /// these layers have), audio weights of layers that are no longer dual are dropped, and
+    /// under `--audio-ffn off` every audio FFN is dropped (audio rows use the text FFN).
+    /// Returns the kinds now in force. No override: nothing changes.
+    pub fn apply_overrides(
+        &mut self,
+        cfg: &mut ModelConfig,
+        o: &LayerOverrides,
+    ) -> Result<Vec<LayerKind>> {
+        let kinds = o.layer_kinds(cfg, |i| {
+            self.layers.get(i).is_some_and(|l| l.audio.is_some())
+        })?;
+        for (l, &k) in self.layers.iter_mut().zip(&kinds) {
+            l.kind = k;
+            if k != LayerKind::Dual {
+                l.audio = None;
+            }
+            if let (Some(a), AudioFfn::Off) = (&mut l.audio, o.audio_ffn) {
+                a.ffn = None;
+            }
+        }
+        cfg.layer_kinds = kinds.clone();
+        Ok(kinds)
+    }
+
+    /// Bytes of one FFN's three matrices.
+    pub fn ffn_bytes(f: &FfnWeights) -> usize {
+        [&f.gate, &f.up, &f.down]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_bytes())
+            .sum()
     }
 
     pub fn param_count(&self) -> usize {

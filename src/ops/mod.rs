@@ -21,7 +21,7 @@ pub use embed::{embed_audio, embed_text};
 pub use matmul::matmul;
 pub use norm::{add_inplace, add_rmsnorm, rmsnorm};
 pub use rope::{rope_inplace, rope_kv_write, RopeHeads};
-pub use routing::{copy, gather_rows, scatter_add_rows};
+pub use routing::{copy, gather_rows, scatter_add_rows, select_rows};
 pub use sample::{draw_audio, AudioDraw};
 
 use crate::error::{Error, Result};

@@ -83,6 +83,48 @@ pub fn scatter_add_rows(dst: &mut Tensor, idx: &[u32], src: &Tensor) -> Result<(
     }
 }
 
+/// `out[i] = if mask[i] != 0 { if_set[i] } else { if_clear[i] }` for rows of two `[n, h]`
+/// tensors: the masked DualFFN strategy's per-row choice between the audio and text branch.
+pub fn select_rows(mask: &[u32], if_set: &Tensor, if_clear: &Tensor) -> Result<Tensor> {
+    let (n, h) = if_set.dims2();
+    check_rank2("select_rows", "if_clear", if_clear, h)?;
+    super::check_len("select_rows", "if_clear rows", if_clear.dims2().0, n)?;
+    super::check_len("select_rows", "mask", mask.len(), n)?;
+    match if_set.storage() {
+        Storage::Cpu(_) => {
+            let mut y = vec![0f32; n * h];
+            cpu::dual_ffn::select_rows(mask, h, if_set.as_f32()?, if_clear.as_f32()?, &mut y);
+            Tensor::from_f32(vec![n, h], y)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(xs) => {
+            use super::cuda_arm::{on, on_mut, output_uninit};
+            use crate::backend::cuda::dual_ffn::{select_rows, SelectArgs};
+            let dev = &xs.dev;
+            // SAFETY: the kernel writes every element of every one of the n rows.
+            let mut y = unsafe { output_uninit(dev, vec![n, h], xs.dtype())? };
+            if n == 0 {
+                return Ok(y);
+            }
+            let d_mask = super::cuda_arm::idx(dev, "audio_mask", mask)?;
+            let b = on("select_rows", "if_clear", dev, if_clear)?;
+            let a = SelectArgs {
+                n_rows: n,
+                hidden: h,
+            };
+            select_rows(
+                dev,
+                &xs.data,
+                b,
+                &d_mask,
+                on_mut("select_rows", "out", dev, &mut y)?,
+                &a,
+            )?;
+            Ok(y)
+        }
+    }
+}
+
 /// A copy of `x` on its own device (device-to-device on CUDA).
 pub fn copy(x: &Tensor) -> Result<Tensor> {
     match x.storage() {

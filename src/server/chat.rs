@@ -285,7 +285,7 @@ async fn run(
     if let Some(t) = tracker.as_mut() {
         t.voice = voice.label.clone();
     }
-    let tok = st.handle.tokenizer().clone();
+    let tok = st.engines.tokenizer().clone();
     let sp = tok.special();
     let mut stop_ids = vec![sp.eot_id.0, sp.end_of_text.0];
     let stops: Vec<String> = match &req.stop {
@@ -322,7 +322,7 @@ async fn run(
             PendingAudio::Codes(codes, label) => AudioItem { label, codes },
             PendingAudio::Bytes(bytes, label) => {
                 let (samples, rate) = decode_upload(st, bytes, &label).await?;
-                let codes = st.handle.encode_async(samples, rate).await?;
+                let codes = st.engines.encode_async(samples, rate).await?;
                 AudioItem { label, codes }
             }
         };
@@ -341,10 +341,11 @@ async fn run(
     )?;
     let mut treq = TtsRequest::new(TtsInput::Collated(input), gen);
     treq.force_audio = want_audio;
-    let events = st.handle.submit_async(treq).await?;
-    let t = tracker
+    let (replica, events) = st.engines.submit_async(treq).await?;
+    let mut t = tracker
         .take()
         .ok_or_else(|| ApiError::internal("request tracker missing"))?;
+    t.replica = Some(replica);
     let mut driver = Driver::new(st, events, t);
     let id = random_id("chatcmpl-");
     let created = unix_now();

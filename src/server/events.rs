@@ -1,6 +1,6 @@
 //! From a request's engine events to what handlers send: audio chunks, generated text and the
 //! end, under the server's per-request time limit; and the request's tracker, which feeds the
-//! metrics and writes the one log line per request (id, endpoint, voice, frames, time to first
+//! metrics and writes the one log line per request (id, endpoint, voice, replica, frames, time to first
 //! audio, status) when the request ends, however it ends (a client that goes away drops the
 //! tracker with the body, and is logged as `disconnected`).
 
@@ -17,6 +17,8 @@ pub struct Tracker {
     pub id: u64,
     endpoint: &'static str,
     pub voice: String,
+    /// The engine replica that ran the request (when it got that far).
+    pub replica: Option<usize>,
     t0: Instant,
     first_audio: Option<Instant>,
     last_audio: Option<Instant>,
@@ -32,6 +34,7 @@ impl Tracker {
             st: st.clone(),
             endpoint,
             voice: "-".into(),
+            replica: None,
             t0: Instant::now(),
             first_audio: None,
             last_audio: None,
@@ -81,8 +84,9 @@ impl Drop for Tracker {
         let ttfa = self.first_audio.map_or("-".to_string(), |t| {
             format!("{:.0}", t.duration_since(self.t0).as_secs_f64() * 1e3)
         });
+        let replica = self.replica.map_or("-".to_string(), |r| r.to_string());
         eprintln!(
-            "req {} {} voice={} frames={} ttfa_ms={ttfa} time_ms={:.0} status={status}",
+            "req {} {} voice={} replica={replica} frames={} ttfa_ms={ttfa} time_ms={:.0} status={status}",
             self.id,
             self.endpoint,
             self.voice,

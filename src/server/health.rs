@@ -18,7 +18,10 @@ pub async fn health(State(st): State<Arc<AppState>>) -> (StatusCode, Json<Value>
             Json(json!({"status": "draining"})),
         );
     }
-    let s = st.handle.stats();
+    let s = st.engines.stats();
+    let alive = (0..st.engines.len())
+        .filter(|&i| st.engines.replica_alive(i))
+        .count();
     (
         StatusCode::OK,
         Json(json!({
@@ -27,6 +30,8 @@ pub async fn health(State(st): State<Arc<AppState>>) -> (StatusCode, Json<Value>
             "requests_in_flight": s.requests,
             "kv_blocks_total": s.kv_blocks_total,
             "kv_blocks_used": s.kv_blocks_used,
+            "replicas": st.engines.len(),
+            "replicas_alive": alive,
         })),
     )
 }

@@ -94,7 +94,7 @@ impl Metrics {
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let s = st.handle.stats();
+    let s = st.engines.stats();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
         let _ = writeln!(
@@ -184,6 +184,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         "higgs_inter_chunk_seconds",
         "Gap between consecutive audio chunks of one request.",
     );
+    replica_series(&mut out, &st.engines);
     let _ = writeln!(
         out,
         "# HELP higgs_requests_total Finished HTTP requests by endpoint and status.\n# TYPE higgs_requests_total counter"
@@ -203,4 +204,75 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// One per-replica metric: name, help, type, value of replica i.
+type Series<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(usize) -> f64);
+
+/// Per-replica series (label `replica`): the aggregate gauges above sum these.
+fn replica_series(out: &mut String, pool: &crate::engine::EnginePool) {
+    let stats = pool.replica_stats();
+    let counters = pool.replica_counters();
+    let series: [Series; 9] = [
+        (
+            "higgs_replica_up",
+            "1 while the replica's engine thread runs.",
+            "gauge",
+            &|i| f64::from(u8::from(pool.replica_alive(i))),
+        ),
+        (
+            "higgs_replica_requests_in_flight",
+            "Requests the replica holds.",
+            "gauge",
+            &|i| stats[i].requests as f64,
+        ),
+        (
+            "higgs_replica_sequences_running",
+            "Sequences running on the replica.",
+            "gauge",
+            &|i| stats[i].running_seqs as f64,
+        ),
+        (
+            "higgs_replica_sequences_waiting",
+            "Sequences waiting on the replica.",
+            "gauge",
+            &|i| stats[i].waiting_seqs as f64,
+        ),
+        (
+            "higgs_replica_kv_blocks_used",
+            "KV blocks held on the replica.",
+            "gauge",
+            &|i| stats[i].kv_blocks_used as f64,
+        ),
+        (
+            "higgs_replica_prefix_cache_hit_blocks_total",
+            "Prefix-cache hits on the replica.",
+            "counter",
+            &|i| stats[i].prefix.hit_blocks as f64,
+        ),
+        (
+            "higgs_replica_routed_requests_total",
+            "Requests the router sent to the replica.",
+            "counter",
+            &|i| counters[i].routed as f64,
+        ),
+        (
+            "higgs_replica_affinity_hits_total",
+            "Requests sent to the replica because it ran their voice before.",
+            "counter",
+            &|i| counters[i].affinity_hits as f64,
+        ),
+        (
+            "higgs_replica_affinity_misses_total",
+            "Voice requests whose replica had no room, sent elsewhere.",
+            "counter",
+            &|i| counters[i].affinity_misses as f64,
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for i in 0..pool.len() {
+            let _ = writeln!(out, "{name}{{replica=\"{i}\"}} {}", value(i));
+        }
+    }
 }

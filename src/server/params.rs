@@ -170,7 +170,7 @@ fn small(v: Option<i64>, name: &str, default: usize, lo: i64, hi: i64) -> Result
 /// the system message): such text would otherwise be encoded as control ids and could end a
 /// turn, open an audio segment or rewrite the scene.
 pub fn check_user_text(st: &AppState, param: &str, text: &str) -> Result<(), ApiError> {
-    let found = st.handle.tokenizer().find_control_token(text).or_else(|| {
+    let found = st.engines.tokenizer().find_control_token(text).or_else(|| {
         ["<|scene_desc_start|>", "<|scene_desc_end|>"]
             .into_iter()
             .find(|d| text.contains(d))

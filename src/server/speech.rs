@@ -110,6 +110,16 @@ pub fn prepare_body(st: &AppState, body: &[u8]) -> Result<TtsRequest, ApiError> 
     prepare(st, req).map(|p| p.request)
 }
 
+/// [`prepare_body`] with the response format the body asks for: what another front end (the
+/// Dynamo worker, `deploy/dynamo`) needs to serve a speech body exactly as this server does.
+pub fn prepare_body_with_format(
+    st: &AppState,
+    body: &[u8],
+) -> Result<(TtsRequest, AudioFormat), ApiError> {
+    let req: SpeechRequest = super::params::parse_json(body)?;
+    prepare(st, req).map(|p| (p.request, p.format))
+}
+
 async fn run(
     st: &Arc<AppState>,
     req: SpeechRequest,
@@ -120,11 +130,12 @@ async fn run(
         t.voice = p.voice_label.clone();
     }
     let (format, stream_format) = (p.format, p.stream_format);
-    let events = st.handle.submit_async(p.request).await?;
+    let (replica, events) = st.engines.submit_async(p.request).await?;
     // From here the driver holds the tracker (and logs the request when dropped).
-    let t = tracker
+    let mut t = tracker
         .take()
         .ok_or_else(|| ApiError::internal("request tracker missing"))?;
+    t.replica = Some(replica);
     let mut driver = Driver::new(st, events, t);
     let encoder = AudioEncoder::new(format)?;
     if stream_format != StreamFormat::Whole {
@@ -282,7 +293,7 @@ fn prepare(st: &AppState, req: SpeechRequest) -> Result<Prepared, ApiError> {
         },
         generation_chunk_buffer_size: buffer,
     };
-    let sp = st.handle.tokenizer().special();
+    let sp = st.engines.tokenizer().special();
     let gen = req
         .knobs
         .generation(st, None, vec![sp.eot_id.0, sp.end_of_text.0])?;

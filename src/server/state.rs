@@ -1,4 +1,4 @@
-//! What every handler sees: the engine handle, the voices, the limits and the metrics.
+//! What every handler sees: the engine replicas, the voices, the limits and the metrics.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::metrics::Metrics;
 use super::voice_store::VoiceStore;
 use crate::audio::decode::DecodeLimits;
-use crate::engine::EngineHandle;
+use crate::engine::EnginePool;
 use crate::prompt::VoiceLibrary;
 
 /// Server options (the `higgs serve` flags that are not about loading).
@@ -52,7 +52,8 @@ impl Default for ServerConfig {
 }
 
 pub struct AppState {
-    pub handle: EngineHandle,
+    /// The engine replicas and their router (one replica unless `--replicas`/`--devices`).
+    pub engines: EnginePool,
     pub cfg: ServerConfig,
     /// Preset voices (`--voices-dir`), read-only.
     pub presets: Option<VoiceLibrary>,
@@ -69,13 +70,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        handle: EngineHandle,
+        engines: EnginePool,
         cfg: ServerConfig,
         presets: Option<VoiceLibrary>,
         voices: VoiceStore,
     ) -> Self {
         AppState {
-            handle,
+            engines,
             cfg,
             presets,
             voices,

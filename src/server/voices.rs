@@ -356,7 +356,7 @@ async fn create_inner(st: &Arc<AppState>, req: Request) -> Result<Value, ApiErro
             }
             let (samples, rate) = decode_upload(st, audio, "audio_sample").await?;
             let n_samples_24k = resampled_len(samples.len(), rate);
-            let codes = st.handle.encode_async(samples, rate).await?;
+            let codes = st.engines.encode_async(samples, rate).await?;
             VoiceKind::AudioSample {
                 transcript,
                 codes,

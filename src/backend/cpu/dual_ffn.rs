@@ -27,3 +27,12 @@ pub fn scatter_rows(dst: &mut [f32], cols: usize, idx: &[u32], src: &[f32]) {
         dst[r as usize * cols..(r as usize + 1) * cols].copy_from_slice(s);
     }
 }
+
+/// `out[i] = if mask[i] != 0 { if_set[i] } else { if_clear[i] }`, rows of `cols` (the masked
+/// DualFFN strategy: both branches computed on every row, each row keeps its modality's).
+pub fn select_rows(mask: &[u32], cols: usize, if_set: &[f32], if_clear: &[f32], out: &mut [f32]) {
+    for (i, (o, &m)) in out.chunks_mut(cols).zip(mask).enumerate() {
+        let src = if m != 0 { if_set } else { if_clear };
+        o.copy_from_slice(&src[i * cols..(i + 1) * cols]);
+    }
+}

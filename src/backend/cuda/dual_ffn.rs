@@ -125,3 +125,53 @@ pub fn scatter_rows(
     )?;
     run(dev, (OP, k), src, idx, dst, a, (a.n_rows, a.n_tokens))
 }
+
+params_struct!(SelectParams, 40, {
+    if_set: u64, if_clear: u64, mask: u64, dst: u64, n_rows: i32, hidden: i32,
+});
+
+/// `n_rows` rows of `hidden` in each operand of [`select_rows`].
+#[derive(Clone, Copy, Debug)]
+pub struct SelectArgs {
+    pub n_rows: usize,
+    pub hidden: usize,
+}
+
+/// `out[j] = mask[j] != 0 ? if_set[j] : if_clear[j]` per row (the masked DualFFN strategy).
+pub fn select_rows(
+    dev: &CudaDevice,
+    if_set: &CudaStorage,
+    if_clear: &CudaStorage,
+    mask: &CudaSlice<i32>,
+    out: &mut CudaStorage,
+    a: &SelectArgs,
+) -> Result<()> {
+    const OP: &str = "cuda::dual_ffn_select";
+    let k = by_dtype(
+        OP,
+        if_set.dtype(),
+        Kernel::DualFfnSelectBf16,
+        Kernel::DualFfnSelectF32,
+    )?;
+    let len = a.n_rows * a.hidden;
+    check::len(OP, "if_set", if_set, len)?;
+    check::len(OP, "if_clear", if_clear, len)?;
+    check::len(OP, "out", out, len)?;
+    check::dtype(OP, "if_clear", if_clear, if_set.dtype())?;
+    check::dtype(OP, "out", out, if_set.dtype())?;
+    check::idx_len(OP, "mask", mask, a.n_rows)?;
+    let p = SelectParams {
+        if_set: if_set.ptr(dev),
+        if_clear: if_clear.ptr(dev),
+        mask: ptr(dev, mask),
+        dst: out.ptr(dev),
+        n_rows: check::fits_i32(OP, "n_rows", a.n_rows)?,
+        hidden: check::fits_i32(OP, "hidden", a.hidden)?,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (p.n_rows as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(dev, k, cfg, &p)
+}

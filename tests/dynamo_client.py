@@ -1,0 +1,159 @@
+"""The official `openai` client against Dynamo's frontend with two Higgs workers (run by
+scripts/dynamo-test.sh, which starts the processes). Checks, in order:
+
+1. the model is listed once both workers registered;
+2. speech requests (wav and pcm streamed, mp3 whole) are byte-identical to `higgs serve`'s
+   answers to the same requests, and both workers served some;
+3. killing the worker that is streaming a long request fails that request cleanly (the client
+   sees an error, no hang), and the next requests are all served by the survivor;
+4. a restarted worker rejoins and serves requests again.
+
+Exits non-zero on the first failed check.
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--frontend", required=True)
+ap.add_argument("--serve", required=True)
+ap.add_argument("--work", required=True)
+ap.add_argument("--worker", action="append", required=True, help="NAME=PID")
+ap.add_argument("--worker-cmd", required=True)
+a = ap.parse_args()
+
+workers = dict(w.split("=", 1) for w in a.worker)
+workers = {k: int(v) for k, v in workers.items()}
+front = openai.OpenAI(base_url=a.frontend, api_key="unused", max_retries=0, timeout=120)
+serve = openai.OpenAI(base_url=a.serve, api_key="unused", max_retries=0, timeout=120)
+MODEL = "higgs-test"
+
+
+def log(name):
+    with open(os.path.join(a.work, f"{name}.log"), errors="replace") as f:
+        return f.read()
+
+
+def served(name):
+    return len(re.findall(r"status=ok", log(name)))
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAIL: {what}")
+        for n in ["frontend", *workers]:
+            print(f"--- {n}.log (tail)\n" + "\n".join(log(n).splitlines()[-15:]))
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def wait_for(cond, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            if cond():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    check(False, what)
+
+
+# 1. Registered.
+def listed(client):
+    return any(m.id == MODEL for m in client.models.list().data)
+
+
+wait_for(lambda: listed(serve), 120, "higgs serve is up")
+wait_for(lambda: all("serving" in log(n) for n in workers), 180, "both workers registered")
+wait_for(lambda: listed(front), 60, "the frontend lists the model")
+
+
+def speech(client, fmt, seed, text, stream, tokens=24):
+    extra = {"seed": seed, "max_new_tokens": tokens}
+    if client is serve and stream:
+        extra["stream_format"] = "audio"
+    if stream:
+        with client.audio.speech.with_streaming_response.create(
+            model=MODEL, voice="alloy", input=text, response_format=fmt, extra_body=extra
+        ) as r:
+            return b"".join(r.iter_bytes())
+    return client.audio.speech.create(
+        model=MODEL, voice="alloy", input=text, response_format=fmt, extra_body=extra
+    ).read()
+
+
+# 2. Same bytes as higgs serve, spread over both workers.
+texts = ["The quick brown fox.", "Rain streams across the valley.", "A red kite."]
+before = {n: served(n) for n in workers}
+n_req = 0
+for i in range(8):
+    fmt, stream = [("pcm", True), ("wav", True), ("mp3", False), ("pcm", False)][i % 4]
+    want = speech(serve, fmt, 40 + i, texts[i % 3], stream)
+    got = speech(front, fmt, 40 + i, texts[i % 3], stream)
+    n_req += 1
+    check(len(got) > 0 and got == want, f"request {i} ({fmt}, stream={stream}): {len(got)} bytes, same as higgs serve")
+time.sleep(0.5)
+per = {n: served(n) - before[n] for n in workers}
+check(sum(per.values()) == n_req and all(v > 0 for v in per.values()), f"both workers served: {per}")
+
+# 3. Kill the worker that streams a long request.
+long_text = " ".join(["Every morning the baker opens the shop and the street fills with bread."] * 6)
+victim = None
+for attempt in range(5):
+    started = {n: log(n).count(" started") for n in workers}
+    t_kill = None
+    err = None
+    got = 0
+    try:
+        with front.audio.speech.with_streaming_response.create(
+            model=MODEL, voice="alloy", input=long_text, response_format="pcm",
+            extra_body={"seed": 900 + attempt, "max_new_tokens": 4000},
+        ) as r:
+            for chunk in r.iter_bytes():
+                got += len(chunk)
+                if victim is None:
+                    busy = [n for n in workers if log(n).count(" started") > started[n]]
+                    if busy:
+                        victim = busy[0]
+                        os.kill(workers[victim], signal.SIGKILL)
+                        t_kill = time.time()
+    except (httpx.HTTPError, openai.APIError) as e:
+        err = e
+    if victim is not None:
+        break
+check(victim is not None, "a long request was in flight on a worker when it was killed")
+check(err is not None, f"the killed worker's stream failed cleanly ({type(err).__name__}: {err}) after {got} bytes")
+check(time.time() - t_kill < 30, f"the failure came {time.time() - t_kill:.1f} s after the kill")
+survivor = next(n for n in workers if n != victim)
+base = served(survivor)
+ok = 0
+for i in range(6):
+    body = speech(front, "pcm", 70 + i, texts[i % 3], False)
+    ok += len(body) > 0
+check(ok == 6, "the next 6 requests succeeded")
+check(served(survivor) - base == 6, f"all 6 were served by the survivor ({survivor})")
+
+# 4. The killed worker restarts and rejoins.
+restart_log = os.path.join(a.work, f"{victim}.log")
+proc = subprocess.Popen(
+    a.worker_cmd.split(), stdout=subprocess.DEVNULL, stderr=open(restart_log, "w"),
+    start_new_session=True,
+)
+try:
+    wait_for(lambda: "serving" in log(victim), 180, f"{victim} restarted and registered")
+    for i in range(12):
+        speech(front, "pcm", 80 + i, texts[i % 3], False)
+        if served(victim) > 0:
+            break
+    check(served(victim) > 0, f"the restarted {victim} serves requests again (after {i + 1})")
+finally:
+    proc.kill()
+print("dynamo test: all checks passed")
