@@ -1,7 +1,9 @@
 //! `Tensor`: a shape plus storage on one device. Activations on the CPU backend are always f32;
 //! weights keep the dtype they were stored in (bf16, f16 or f32) and are widened inside the
 //! kernels, so a bf16 checkpoint costs 2 bytes per parameter in memory.
-//! May use: error.
+//! A Linear weight on the CPU may be re-laid out once, at load, for the CPU GEMM
+//! ([`Tensor::pack_for_cpu_matmul`]); only `ops::matmul` reads that layout.
+//! May use: error, backend (the storage types of each backend).
 
 use crate::error::{Error, Result};
 use half::{bf16, f16};
@@ -95,6 +97,8 @@ impl CpuStorage {
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    /// A `[out, k]` weight in the CPU GEMM's panel layout (see `backend::cpu::panels`).
+    CpuPanels(crate::backend::cpu::panels::PanelWeight),
     #[cfg(feature = "cuda")]
     Cuda(crate::backend::cuda::DeviceStorage),
 }
@@ -235,6 +239,7 @@ impl Tensor {
     pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self> {
         let host = match (&self.storage, device) {
             (Storage::Cpu(s), _) => std::borrow::Cow::Borrowed(s),
+            (Storage::CpuPanels(p), _) => std::borrow::Cow::Owned(p.unpack()),
             #[cfg(feature = "cuda")]
             (Storage::Cuda(s), _) => std::borrow::Cow::Owned(s.data.to_cpu()?),
         };
@@ -277,13 +282,14 @@ impl Tensor {
     pub fn dtype(&self) -> DType {
         match &self.storage {
             Storage::Cpu(s) => s.dtype(),
+            Storage::CpuPanels(p) => p.dtype(),
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match &self.storage {
-            Storage::Cpu(_) => Device::Cpu,
+            Storage::Cpu(_) | Storage::CpuPanels(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => Device::Cuda(s.dev.clone()),
         }
@@ -317,6 +323,7 @@ impl Tensor {
     pub fn cpu(&self) -> Result<&CpuStorage> {
         match &self.storage {
             Storage::Cpu(s) => Ok(s),
+            Storage::CpuPanels(_) => Err(packed_error()),
             #[cfg(feature = "cuda")]
             _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
         }
@@ -324,8 +331,29 @@ impl Tensor {
     pub fn cpu_mut(&mut self) -> Result<&mut CpuStorage> {
         match &mut self.storage {
             Storage::Cpu(s) => Ok(s),
+            Storage::CpuPanels(_) => Err(packed_error()),
             #[cfg(feature = "cuda")]
             _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
+        }
+    }
+    /// A rank-2 `[out, k]` CPU weight in the CPU GEMM's panel layout, packed once here so that
+    /// no matmul copies or transposes it again (decode reads each weight byte once per step).
+    /// Anything else (CUDA, other ranks, already packed) is returned as it is. Only
+    /// `ops::matmul` reads the packed layout; `to_f32_vec` and `to_device` unpack it.
+    pub fn pack_for_cpu_matmul(self) -> Tensor {
+        match self.storage {
+            Storage::Cpu(s) if self.shape.len() == 2 => {
+                let (out, k) = (self.shape[0], self.shape[1]);
+                let p = crate::backend::cpu::panels::PanelWeight::pack(&s, out, k);
+                Tensor {
+                    shape: self.shape,
+                    storage: Storage::CpuPanels(p),
+                }
+            }
+            storage => Tensor {
+                shape: self.shape,
+                storage,
+            },
         }
     }
     /// f32 view of a CPU f32 tensor.
@@ -355,6 +383,7 @@ impl Tensor {
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
             Storage::Cpu(s) => Ok(s.to_f32_vec()),
+            Storage::CpuPanels(p) => Ok(p.unpack().to_f32_vec()),
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => {
                 let v = s.data.to_f32_vec()?;
@@ -362,4 +391,11 @@ impl Tensor {
             }
         }
     }
+}
+
+fn packed_error() -> Error {
+    Error::Unsupported(
+        "tensor is a weight packed for the CPU matmul (only matmul reads it; to_f32_vec unpacks)"
+            .into(),
+    )
 }

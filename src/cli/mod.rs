@@ -3,8 +3,8 @@
 
 mod check;
 mod codec;
-mod progress;
 pub mod dual_ffn_flags;
+mod progress;
 mod serve;
 mod tts;
 

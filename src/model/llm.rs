@@ -50,6 +50,12 @@ impl Model {
         let inv_freq = cfg.rope_inv_freq();
         let device = w.embed.device();
         let act_dtype = device.activation_dtype(w.embed.dtype());
+        // The CPU GEMM's weight layout, laid out once here rather than on every decode step.
+        let w = if device.is_cpu() {
+            w.pack_linears_for_cpu()
+        } else {
+            w
+        };
         Model {
             cfg,
             w,

@@ -291,6 +291,46 @@ impl ModelWeights {
         })
     }
 
+    /// Every Linear weight (projections, FFNs, the audio projector, both heads) re-laid out
+    /// for the CPU GEMM, once (see [`Tensor::pack_for_cpu_matmul`]); norms and embedding
+    /// tables stay row-major. Weights on a GPU are returned as they are.
+    pub fn pack_linears_for_cpu(self) -> Self {
+        let pack = Tensor::pack_for_cpu_matmul;
+        let ffn = |f: FfnWeights| FfnWeights {
+            gate: pack(f.gate),
+            up: pack(f.up),
+            down: pack(f.down),
+        };
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| LayerWeights {
+                kind: l.kind,
+                input_norm: l.input_norm,
+                post_norm: l.post_norm,
+                q: pack(l.q),
+                k: pack(l.k),
+                v: pack(l.v),
+                o: pack(l.o),
+                ffn: ffn(l.ffn),
+                audio: l.audio.map(|a| AudioBranch {
+                    input_norm: a.input_norm,
+                    post_norm: a.post_norm,
+                    ffn: a.ffn.map(ffn),
+                }),
+            })
+            .collect();
+        ModelWeights {
+            embed: self.embed,
+            audio_embed: self.audio_embed,
+            audio_projector: self.audio_projector.map(pack),
+            layers,
+            norm: self.norm,
+            text_head: pack(self.text_head),
+            audio_head: pack(self.audio_head),
+        }
+    }
+
     /// Bytes of every weight (at its stored dtype).
     pub fn byte_count(&self) -> usize {
         let mut n = 0;

@@ -13,9 +13,14 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     check_rank2("matmul", "w", w, k)?;
     let n = check_rank2("matmul", "x", x, k)?;
     match x.storage() {
-        Storage::Cpu(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) => {
             let mut y = vec![0f32; n * out];
-            cpu::matmul::matmul(x.as_f32()?, n, k, w.cpu()?, out, &mut y);
+            match w.storage() {
+                // Packed at load (see `Tensor::pack_for_cpu_matmul`): the same sums, bit for
+                // bit, without re-laying the weight out on every call.
+                Storage::CpuPanels(p) => cpu::panels::matmul_panels(x.as_f32()?, n, p, &mut y),
+                _ => cpu::matmul::matmul(x.as_f32()?, n, k, w.cpu()?, out, &mut y),
+            }
             Tensor::from_f32(vec![n, out], y)
         }
         #[cfg(feature = "cuda")]

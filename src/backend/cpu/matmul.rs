@@ -70,7 +70,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// once (COLS·k f32, 2 MiB at k = 8192).
 const COLS: usize = 64;
 /// Rows (tokens, time steps) per task.
-const ROWS: usize = 512;
+pub(super) const ROWS: usize = 512;
 
 /// `x` [n, k] f32, `w` [out, k] any dtype -> `y` [n, out] (overwritten).
 ///
@@ -149,12 +149,12 @@ pub fn matmul<W: WeightRows + ?Sized>(
 
 /// Below this many rows sgemm would pad them to its 8-row micro-tile and spend up to 8x the
 /// FMAs on padding; decode (1..7 rows) takes [`matmul_few_rows`] instead.
-const SMALL_ROWS: usize = 8;
+pub(super) const SMALL_ROWS: usize = 8;
 /// sgemm's k panel (`matrixmultiply` S_KC for f32): the few-rows path sums in the same panels.
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 /// Output features packed side by side: per k step eight independent 8-lane FMAs, so the
 /// accumulators' dependency chains (4-cycle FMA latency) overlap instead of serialising.
-const LANES: usize = 64;
+pub(super) const LANES: usize = 64;
 
 /// The same sums as sgemm, bit for bit (checked by `few_rows_match_sgemm_bitwise`): per output,
 /// k is cut into `KC` panels; within a panel a fresh accumulator takes one fused multiply-add
@@ -190,27 +190,57 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
                 }
                 transpose_panel(rows, kl, packed);
                 for i in 0..n {
-                    let xs = &x[i * k + p0..i * k + p0 + kl];
-                    let mut acc = [0f32; LANES];
-                    for (kk, &xv) in xs.iter().enumerate() {
-                        let wk = &packed[kk * LANES..(kk + 1) * LANES];
-                        for (a, &wv) in acc.iter_mut().zip(wk) {
-                            *a = xv.mul_add(wv, *a);
-                        }
-                    }
-                    for (l, &a) in acc.iter().enumerate().take(j1 - j0) {
-                        // SAFETY: i < n and j0 + l < j1 <= out, so the index is inside y
-                        // (n·out, asserted in `matmul`); features j0..j1 belong to this task.
-                        unsafe {
-                            let d = yp.ptr().add(i * out + j0 + l);
-                            *d = if p0 == 0 { a } else { *d + a };
-                        }
-                    }
+                    let acc = fma_panel_f32(&x[i * k + p0..i * k + p0 + kl], &packed[..kl * LANES]);
+                    // SAFETY: i < n and j0 + l < j1 <= out for every stored lane, so the
+                    // indices are inside y (n·out, asserted in `matmul`); features j0..j1
+                    // belong to this task.
+                    unsafe { store_panel(yp, i * out + j0, &acc[..j1 - j0], p0 == 0) };
                 }
                 p0 += kl;
             }
         },
     );
+}
+
+/// One k panel of one row against a k-major panel (`w[kk·LANES + l]`, `xs.len()` rows of
+/// LANES): a fresh accumulator per lane, one fused multiply-add per kk in order, as sgemm's
+/// micro-kernel sums one `KC` panel.
+#[inline(always)]
+pub(super) fn fma_panel_f32(xs: &[f32], w: &[f32]) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for (&xv, wk) in xs.iter().zip(w.chunks_exact(LANES)) {
+        for (a, &wv) in acc.iter_mut().zip(wk) {
+            *a = xv.mul_add(wv, *a);
+        }
+    }
+    acc
+}
+
+/// [`fma_panel_f32`] over bf16 weights, widened in registers (a bf16 is the top half of an
+/// f32, so widening is exact and is a shift).
+#[inline(always)]
+pub(super) fn fma_panel_bf16(xs: &[f32], w: &[half::bf16]) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for (&xv, wk) in xs.iter().zip(w.chunks_exact(LANES)) {
+        for (a, &wv) in acc.iter_mut().zip(wk) {
+            *a = xv.mul_add(f32::from_bits((wv.to_bits() as u32) << 16), *a);
+        }
+    }
+    acc
+}
+
+/// Adds one panel's sums to `y[at..at + acc.len()]` (stores them for the first panel), in the
+/// order sgemm does.
+///
+/// # Safety
+/// `at + acc.len()` must be inside the buffer behind `y`, and no other thread may touch
+/// those elements during the call.
+#[inline(always)]
+pub(super) unsafe fn store_panel(y: SyncPtr, at: usize, acc: &[f32], first: bool) {
+    for (l, &a) in acc.iter().enumerate() {
+        let d = y.ptr().add(at + l);
+        *d = if first { a } else { *d + a };
+    }
 }
 
 /// `packed[kk·LANES + l] = rows[l·KC + kk]` for kk < kl: the panel's 64 rows turned k-major.

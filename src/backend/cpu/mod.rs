@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod embed;
 pub mod kv_cache;
 pub mod matmul;
+pub mod panels;
 pub mod rmsnorm;
 pub mod rope;
 
