@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU side by side of issue 15: `higgs bench` against the PyTorch reference on this machine,
 # both at f32 (the reference's fastest CPU dtype on AVX2), medium LLM shape with a 64-token
-# prompt, and the released-size codec on 5 s of audio. Each bench runs REPEATS times (default 3)
+# prompt (ours also with bf16 weights, f32 math), and the released-size codec on 5 s of audio. Each bench runs REPEATS times (default 3)
 # and the median is kept; prints the four ratios reference time / our time (> 1: we are faster).
 # Needs a Python with torch 2.5.1, transformers 4.46.3, boson-multimodal 0.1.1 (and for the codec
 # torchaudio, descript-audio-codec, vector-quantize-pytorch, einops): see the two bench-reference
@@ -26,6 +26,7 @@ field_after() { grep -m1 -E "$2" "$1" | awk -v w="$3" '{for (i = 1; i < NF; i++)
 
 for i in $(seq "$REPEATS"); do
     $HIGGS bench --shape medium --dtype f32 --prompt-len 64 --steps 4 --batch 1 >"$LOG/ours_llm_$i" 2>/dev/null
+    $HIGGS bench --shape medium --dtype bf16 --prompt-len 64 --steps 4 --batch 1 >"$LOG/ours_bf16_$i" 2>/dev/null
     $HIGGS bench --codec --codec-seconds 5 >"$LOG/ours_codec_$i" 2>/dev/null
     "$PYTHON" scripts/bench-reference.py medium 64 4 f32 >"$LOG/ref_llm_$i" 2>/dev/null
     "$PYTHON" scripts/bench-reference-codec.py 5 >"$LOG/ref_codec_$i" 2>/dev/null
@@ -39,6 +40,8 @@ collect() { # FILE-PREFIX PATTERN WORD -> median over runs
 #       "decode  125 frames -> ... 6.650 s", "encode  120000 samples -> 125 frames  11.3 s"
 o_prefill=$(collect ours_llm '^prefill' tokens)
 o_decode=$(collect ours_llm '^decode +batch +1 ' 1)
+o_prefill_bf=$(collect ours_bf16 '^prefill' tokens)
+o_decode_bf=$(collect ours_bf16 '^decode +batch +1 ' 1)
 o_cdec=$(collect ours_codec '^decode ' samples)
 o_cenc=$(collect ours_codec '^encode ' frames)
 # reference: "reference prefill 64 tokens 1.990 s", "reference decode batch 1 255.0 ms/step",
@@ -52,6 +55,10 @@ ratio() { awk -v r="$1" -v o="$2" 'BEGIN {printf "%.2fx", r / o}'; }
 printf '%-14s %12s %12s %8s\n' "" "reference" "higgs" "ratio"
 printf '%-14s %10s s %10s s %8s\n' "prefill 64" "$r_prefill" "$o_prefill" "$(ratio "$r_prefill" "$o_prefill")"
 printf '%-14s %7s ms/st %7s ms/st %8s\n' "decode b1" "$r_decode" "$o_decode" "$(ratio "$r_decode" "$o_decode")"
+printf '%-14s %10s s %10s s %8s\n' "prefill bf16w" "$r_prefill" "$o_prefill_bf" "$(ratio "$r_prefill" "$o_prefill_bf")"
+printf '%-14s %7s ms/st %7s ms/st %8s\n' "decode bf16w" "$r_decode" "$o_decode_bf" "$(ratio "$r_decode" "$o_decode_bf")"
 printf '%-14s %10s s %10s s %8s\n' "codec decode" "$r_cdec" "$o_cdec" "$(ratio "$r_cdec" "$o_cdec")"
 printf '%-14s %10s s %10s s %8s\n' "codec encode" "$r_cenc" "$o_cenc" "$(ratio "$r_cenc" "$o_cenc")"
-echo "(ratio = reference time / higgs time, median of $REPEATS runs; > 1 means higgs is faster)"
+echo "(ratio = reference time / higgs time, median of $REPEATS runs; > 1 means higgs is faster."
+echo " bf16w rows: higgs with bf16 weights widened to f32 in the GEMM, f32 math: the released"
+echo " checkpoint is bf16, so these are the same weight values the f32 reference computes with)"

@@ -619,39 +619,11 @@ pub(crate) fn gelu_inplace(x: &mut [f32]) {
         .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
 }
 
-/// erf in f64, accurate far beyond f32: Maclaurin series for |z| < 3, the Laplace continued
-/// fraction of erfc for 3 <= |z| < 6, and ±1 beyond (erfc(6) ≈ 2e-17).
+/// erf in f64: `libm`'s port of musl's erf (rational approximations, under 1 ulp), far beyond
+/// what an f32 GELU needs and ~20x faster than the Maclaurin series it replaced, which made
+/// GELU a tenth of a clip's encode time.
 fn erf(z: f64) -> f64 {
-    let a = z.abs();
-    if a.is_nan() {
-        return z;
-    }
-    let r = if a < 3.0 {
-        let z2 = a * a;
-        let (mut term, mut sum) = (a, a);
-        // |z| < 3 converges to f64 precision within ~45 terms; the cap only bounds the loop.
-        for n in 1..=80 {
-            let n = f64::from(n);
-            term *= -z2 / n;
-            let add = term / (2.0 * n + 1.0);
-            sum += add;
-            // `<=` so that z = 0 (all terms 0) stops at once.
-            if add.abs() <= 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else if a < 6.0 {
-        // erfc(a) = exp(-a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + ...))))).
-        let mut f = a;
-        for k in (1..60).rev() {
-            f = a + (k as f64 / 2.0) / f;
-        }
-        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
-    } else {
-        1.0
-    };
-    r.copysign(z)
+    libm::erf(z)
 }
 
 /// `[rows, cols]` -> `[cols, rows]`.
@@ -683,9 +655,8 @@ mod tests {
             (3.5, 0.999_999_256_901_627_7),
             (-1.0, -0.842_700_792_949_714_9),
         ] {
-            // Series cancellation near |z| = 3 costs a few f64 digits; f32 GELU needs ~1e-8.
             assert!(
-                (erf(z) - want).abs() < 1e-12,
+                (erf(z) - want).abs() < 1e-15,
                 "erf({z}) = {} want {want}",
                 erf(z)
             );
