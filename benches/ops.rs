@@ -58,7 +58,8 @@ fn matmul(c: &mut Criterion) {
     // Decode: one row, bandwidth-bound on the weights.
     for dtype in [DType::F32, DType::BF16] {
         let x = f32t(&mut rng, &[1, HIDDEN], 1.0);
-        let w = weight(&mut rng, &[FFN, HIDDEN], dtype);
+        // Packed as the engine loads its Linear weights on the CPU.
+        let w = weight(&mut rng, &[FFN, HIDDEN], dtype).pack_for_cpu_matmul();
         let mut g = group(c, &format!("matmul/cpu/{}", dtype.name()));
         g.throughput(Throughput::Bytes(
             (FFN * HIDDEN * dtype.size_bytes()) as u64,
@@ -71,7 +72,7 @@ fn matmul(c: &mut Criterion) {
     // Prefill chunk: 64 rows, compute-bound; throughput in multiply-adds.
     let n = 64;
     let x = f32t(&mut rng, &[n, HIDDEN], 1.0);
-    let w = weight(&mut rng, &[HIDDEN, HIDDEN], DType::BF16);
+    let w = weight(&mut rng, &[HIDDEN, HIDDEN], DType::BF16).pack_for_cpu_matmul();
     let mut g = group(c, "matmul/cpu/bf16");
     g.throughput(Throughput::Elements((n * HIDDEN * HIDDEN) as u64));
     g.bench_function(format!("n{n}_k{HIDDEN}_out{HIDDEN}"), |b| {

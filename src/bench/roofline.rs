@@ -40,8 +40,10 @@ pub(super) fn run(
     let kinds = overrides.layer_kinds(&full, |i| full.has_audio_ffn(i))?;
     // One layer's weights: per-layer ops are timed on it and counted n_layers times.
     let cfg = one_layer(&full);
+    // Packed for the CPU GEMM as `Model::new` does, so each matmul is timed as the engine runs it.
     let w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, device)
-        .context("building random weights")?;
+        .context("building random weights")?
+        .pack_linears_for_cpu();
     device.synchronize()?;
     let min_s = a.min_time_ms / 1e3;
     let cuda = !device.is_cpu();
