@@ -208,7 +208,11 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
 #[inline(always)]
 pub(super) fn fma_panel_f32(xs: &[f32], w: &[f32]) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
-    for (&xv, wk) in xs.iter().zip(w.chunks_exact(LANES)) {
+    for (kk, (&xv, wk)) in xs.iter().zip(w.chunks_exact(LANES)).enumerate() {
+        prefetch_ahead(
+            w.as_ptr().wrapping_add((kk + PREFETCH_ROWS) * LANES) as *const u8,
+            4,
+        );
         for (a, &wv) in acc.iter_mut().zip(wk) {
             *a = xv.mul_add(wv, *a);
         }
@@ -221,12 +225,38 @@ pub(super) fn fma_panel_f32(xs: &[f32], w: &[f32]) -> [f32; LANES] {
 #[inline(always)]
 pub(super) fn fma_panel_bf16(xs: &[f32], w: &[half::bf16]) -> [f32; LANES] {
     let mut acc = [0f32; LANES];
-    for (&xv, wk) in xs.iter().zip(w.chunks_exact(LANES)) {
+    for (kk, (&xv, wk)) in xs.iter().zip(w.chunks_exact(LANES)).enumerate() {
+        prefetch_ahead(
+            w.as_ptr().wrapping_add((kk + PREFETCH_ROWS) * LANES) as *const u8,
+            2,
+        );
         for (a, &wv) in acc.iter_mut().zip(wk) {
             *a = xv.mul_add(f32::from_bits((wv.to_bits() as u32) << 16), *a);
         }
     }
     acc
+}
+
+/// Weight rows (of LANES elements) a decode panel prefetches ahead of its loads: the weight
+/// stream is the whole cost of a decode GEMM, and the hardware prefetcher stops at every 4 KiB
+/// page.
+const PREFETCH_ROWS: usize = 32;
+
+/// Hints `lines` cache lines from `p` into L1; never faults, so `p` may be past the end.
+#[inline(always)]
+fn prefetch_ahead(p: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for l in 0..lines {
+        // SAFETY: prefetch is a hint that does not fault on any address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                p.wrapping_add(64 * l) as *const i8,
+                std::arch::x86_64::_MM_HINT_T0,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, lines);
 }
 
 /// Adds one panel's sums to `y[at..at + acc.len()]` (stores them for the first panel), in the
