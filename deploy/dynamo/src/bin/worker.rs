@@ -117,6 +117,8 @@ fn load(a: &Args) -> anyhow::Result<AppState> {
         } else {
             DType::BF16
         },
+        // The checkpoint's own DualFFN layer table (research overrides are `higgs serve` flags).
+        overrides: Default::default(),
         engine: EngineConfig {
             num_blocks: a.max_context.div_ceil(block_size),
             block_size,
