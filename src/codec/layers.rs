@@ -6,8 +6,9 @@
 //! (tests/codec_decode.rs). The direct `conv1d` (f64 sums) is kept for grouped convs (HuBERT's
 //! positional conv) and transposed convs with kernel != 2 stride; kernel = 2 stride (every
 //! decoder upsample) runs as one polyphase GEMM.
-//! May use: error, weights.
+//! May use: error, weights, backend (the CPU GEMMs).
 
+use crate::backend::cpu::SyncPtr;
 use rayon::prelude::*;
 
 /// Output samples per accumulator tile (8 KiB of f64).
@@ -273,7 +274,6 @@ fn conv_transpose_polyphase_gemm(
     let chunk = ((1usize << 21) / kk).max(16).min(q_hi - q_lo);
     let mut cols = vec![0f64; chunk * kk];
     let mut yt = vec![0f64; chunk * feats];
-    let yp = SyncPtr(y.as_mut_ptr());
     let mut q0 = q_lo;
     while q0 < q_hi {
         let n = chunk.min(q_hi - q0);
@@ -293,12 +293,10 @@ fn conv_transpose_polyphase_gemm(
                 }
             });
         dgemm_rows_by_features(&cols[..n * kk], n, kk, &wm, feats, &mut yt[..n * feats]);
-        // Scatter: output o = q s + r - p, one channel row per task (disjoint writes).
+        // Scatter: output o = q s + r - p, one channel row per task.
         let yt = &yt;
-        (0..c_out).into_par_iter().for_each(|co| {
+        y.par_chunks_mut(t_out).enumerate().for_each(|(co, yrow)| {
             let b = bias.map_or(0.0, |b| b[co]) as f64;
-            // SAFETY: each task writes only row `co` of y, which no other task touches.
-            let yrow = unsafe { std::slice::from_raw_parts_mut(yp.get().add(co * t_out), t_out) };
             for i in 0..n {
                 let q = q0 + i;
                 for r in 0..s {
@@ -320,7 +318,7 @@ fn dgemm_rows_by_features(a: &[f64], n: usize, k: usize, b: &[f64], f: usize, c:
     const ROWS: usize = 256;
     const FEATS: usize = 64;
     let (n_rb, n_fb) = (n.div_ceil(ROWS), f.div_ceil(FEATS));
-    let cp = SyncPtr64(c.as_mut_ptr());
+    let cp = SyncPtr(c.as_mut_ptr());
     (0..n_rb * n_fb).into_par_iter().for_each(|t| {
         let (r0, f0) = ((t / n_fb) * ROWS, (t % n_fb) * FEATS);
         let (m, nf) = (ROWS.min(n - r0), FEATS.min(f - f0));
@@ -340,33 +338,12 @@ fn dgemm_rows_by_features(a: &[f64], n: usize, k: usize, b: &[f64], f: usize, c:
                 1,
                 k as isize,
                 0.0,
-                cp.get().add(r0 * f + f0),
+                cp.ptr().add(r0 * f + f0),
                 f as isize,
                 1,
             );
         }
     });
-}
-
-/// Raw pointers that rayon tasks share to write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-#[derive(Clone, Copy)]
-struct SyncPtr64(*mut f64);
-// SAFETY: only used to write disjoint rows/blocks from parallel tasks (see the users above).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-unsafe impl Send for SyncPtr64 {}
-unsafe impl Sync for SyncPtr64 {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-impl SyncPtr64 {
-    fn get(self) -> *mut f64 {
-        self.0
-    }
 }
 
 /// Snake: `x + 1/(alpha + 1e-9) * sin(alpha * x)^2`, per channel alpha (spec: codec.md §3.2).

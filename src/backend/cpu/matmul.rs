@@ -126,25 +126,45 @@ pub fn matmul<W: WeightRows + ?Sized>(
             // csb k), wblock holding cols·k elements; C = rows i0..i1, columns j0..j1 of y
             // (rsc out, csc 1), i1 <= n and j1 <= out so every write is inside y, and no other
             // task writes this (row, column) block.
-            unsafe {
-                matrixmultiply::sgemm(
-                    i1 - i0,
-                    k,
-                    cols,
-                    1.0,
-                    x.as_ptr().add(i0 * k),
-                    k as isize,
-                    1,
-                    wblock.as_ptr(),
-                    1,
-                    k as isize,
-                    0.0,
-                    yp.ptr().add(i0 * out + j0),
-                    out as isize,
-                    1,
-                );
-            }
+            unsafe { sgemm_block(x, i0..i1, k, wblock.as_ptr(), (1, k), yp, out, j0, cols) };
         });
+}
+
+/// `y[i0..i1, j0..j0 + cols] = x[i0..i1, ..] · B` with B (k × cols) read at `b` with strides
+/// `(rsb, csb)`: one single-threaded sgemm on a (row block, feature block) task.
+///
+/// # Safety
+/// `x` is n×k row-major with `rows.end <= n`; B's k·cols elements at those strides are
+/// readable from `b`; `y` points at an n×out row-major buffer with `j0 + cols <= out`; no
+/// other thread touches that block of `y` during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn sgemm_block(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    b: *const f32,
+    (rsb, csb): (usize, usize),
+    y: SyncPtr,
+    out: usize,
+    j0: usize,
+    cols: usize,
+) {
+    matrixmultiply::sgemm(
+        rows.len(),
+        k,
+        cols,
+        1.0,
+        x.as_ptr().add(rows.start * k),
+        k as isize,
+        1,
+        b,
+        rsb as isize,
+        csb as isize,
+        0.0,
+        y.ptr().add(rows.start * out + j0),
+        out as isize,
+        1,
+    );
 }
 
 /// Below this many rows sgemm would pad them to its 8-row micro-tile and spend up to 8x the
@@ -204,37 +224,34 @@ fn matmul_few_rows<W: WeightRows + ?Sized>(
 
 /// One k panel of one row against a k-major panel (`w[kk·LANES + l]`, `xs.len()` rows of
 /// LANES): a fresh accumulator per lane, one fused multiply-add per kk in order, as sgemm's
-/// micro-kernel sums one `KC` panel.
+/// micro-kernel sums one `KC` panel. `widen` turns a stored weight into its exact f32.
 #[inline(always)]
-pub(super) fn fma_panel_f32(xs: &[f32], w: &[f32]) -> [f32; LANES] {
+fn fma_panel<T: Copy>(xs: &[f32], w: &[T], widen: impl Fn(T) -> f32) -> [f32; LANES] {
+    let lines = (LANES * std::mem::size_of::<T>()).div_ceil(64);
     let mut acc = [0f32; LANES];
     for (kk, (&xv, wk)) in xs.iter().zip(w.chunks_exact(LANES)).enumerate() {
         prefetch_ahead(
             w.as_ptr().wrapping_add((kk + PREFETCH_ROWS) * LANES) as *const u8,
-            4,
+            lines,
         );
         for (a, &wv) in acc.iter_mut().zip(wk) {
-            *a = xv.mul_add(wv, *a);
+            *a = xv.mul_add(widen(wv), *a);
         }
     }
     acc
 }
 
-/// [`fma_panel_f32`] over bf16 weights, widened in registers (a bf16 is the top half of an
-/// f32, so widening is exact and is a shift).
+/// [`fma_panel`] over f32 weights.
+#[inline(always)]
+pub(super) fn fma_panel_f32(xs: &[f32], w: &[f32]) -> [f32; LANES] {
+    fma_panel(xs, w, |v| v)
+}
+
+/// [`fma_panel`] over bf16 weights, widened in registers (a bf16 is the top half of an f32,
+/// so widening is exact and is a shift).
 #[inline(always)]
 pub(super) fn fma_panel_bf16(xs: &[f32], w: &[half::bf16]) -> [f32; LANES] {
-    let mut acc = [0f32; LANES];
-    for (kk, (&xv, wk)) in xs.iter().zip(w.chunks_exact(LANES)).enumerate() {
-        prefetch_ahead(
-            w.as_ptr().wrapping_add((kk + PREFETCH_ROWS) * LANES) as *const u8,
-            2,
-        );
-        for (a, &wv) in acc.iter_mut().zip(wk) {
-            *a = xv.mul_add(f32::from_bits((wv.to_bits() as u32) << 16), *a);
-        }
-    }
-    acc
+    fma_panel(xs, w, |v| f32::from_bits((v.to_bits() as u32) << 16))
 }
 
 /// Weight rows (of LANES elements) a decode panel prefetches ahead of its loads: the weight

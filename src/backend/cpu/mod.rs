@@ -16,17 +16,17 @@ pub mod rope;
 
 /// A raw pointer that may be shared across rayon tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub *mut f32);
+pub(crate) struct SyncPtr<T = f32>(pub *mut T);
 // SAFETY: only used by kernels whose tasks write provably disjoint index ranges (each use site
 // says which), so no two threads touch the same element.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
-impl SyncPtr {
+impl<T> SyncPtr<T> {
     /// Going through a method makes closures capture the whole (Send) wrapper, not the raw
     /// pointer field.
     #[inline]
-    pub(crate) fn ptr(&self) -> *mut f32 {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }

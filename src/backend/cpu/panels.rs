@@ -8,7 +8,9 @@
 //! with row stride 64. Both orders of summation are sgemm's (see [`super::matmul`]), so a
 //! token's result is the same bit for bit whichever path, batch or chunk computes it.
 
-use super::matmul::{fma_panel_bf16, fma_panel_f32, store_panel, KC, LANES, SMALL_ROWS};
+use super::matmul::{
+    fma_panel_bf16, fma_panel_f32, sgemm_block, store_panel, KC, LANES, SMALL_ROWS,
+};
 use super::SyncPtr;
 use crate::tensor::CpuStorage;
 use half::{bf16, f16};
@@ -160,24 +162,7 @@ pub fn matmul_panels(x: &[f32], n: usize, w: &PanelWeight, y: &mut [f32]) {
             // group g read as k×cols with element (kk, l) at kk·LANES + l (rsb LANES, csb 1),
             // `block` holding k·LANES elements and cols <= LANES; C = rows i0..i1, columns
             // j0..j0 + cols of y (rsc out, csc 1), all inside y; no other task writes them.
-            unsafe {
-                matrixmultiply::sgemm(
-                    i1 - i0,
-                    k,
-                    cols,
-                    1.0,
-                    x.as_ptr().add(i0 * k),
-                    k as isize,
-                    1,
-                    block.as_ptr(),
-                    LANES as isize,
-                    1,
-                    0.0,
-                    yp.ptr().add(i0 * out + j0),
-                    out as isize,
-                    1,
-                );
-            }
+            unsafe { sgemm_block(x, i0..i1, k, block.as_ptr(), (LANES, 1), yp, out, j0, cols) };
         });
 }
 
