@@ -136,7 +136,9 @@ pub fn conv1d_gemm(
         return y;
     }
     let kk = c_in * kernel;
-    let chunk = (1usize << 22) / kk.max(1);
+    // Both the column buffer (chunk x kk) and the GEMM output (chunk x c_out) stay ~16 MiB,
+    // whatever the config's channel counts.
+    let chunk = (1usize << 22) / kk.max(c_out).max(1);
     let chunk = chunk.max(16).min(t_out);
     let mut cols = vec![0f32; chunk * kk];
     let mut yt = vec![0f32; chunk * c_out];
@@ -271,7 +273,8 @@ fn conv_transpose_polyphase_gemm(
     });
     // Input positions q that reach an output: q in [p / s, (p + t_out - 1) / s].
     let (q_lo, q_hi) = (p / s, (p + t_out - 1) / s + 1);
-    let chunk = ((1usize << 21) / kk).max(16).min(q_hi - q_lo);
+    // Columns (chunk x kk) and GEMM output (chunk x feats) both stay ~16 MiB of f64.
+    let chunk = ((1usize << 21) / kk.max(feats)).max(16).min(q_hi - q_lo);
     let mut cols = vec![0f64; chunk * kk];
     let mut yt = vec![0f64; chunk * feats];
     let mut q0 = q_lo;
@@ -496,6 +499,8 @@ mod tests {
             (4, 3, 7, 5),
             (2, 2, 9, 3),
             (5, 4, 1, 2),
+            // One input channel, many outputs: the chunk is bounded by the output width.
+            (1, 300, 40, 8),
             (3, 3, 11, 4),
         ] {
             let x: Vec<f32> = (0..c_in * t).map(|_| r()).collect();
