@@ -295,40 +295,61 @@ impl ModelWeights {
     /// for the CPU GEMM, once (see [`Tensor::pack_for_cpu_matmul`]); norms and embedding
     /// tables stay row-major. Weights on a GPU are returned as they are.
     pub fn pack_linears_for_cpu(self) -> Self {
-        let pack = Tensor::pack_for_cpu_matmul;
-        let ffn = |f: FfnWeights| FfnWeights {
-            gate: pack(f.gate),
-            up: pack(f.up),
-            down: pack(f.down),
+        match self.map_linears(|t| Ok::<_, std::convert::Infallible>(t.pack_for_cpu_matmul())) {
+            Ok(w) => w,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Every Linear weight (projections, FFNs, the audio projector, both heads) passed
+    /// through `f`, in load order; norms and embedding tables are kept as they are. The one
+    /// place that knows which tensors are matmul weights: packing for the CPU GEMM and
+    /// quantization both go through it.
+    pub fn map_linears<E>(
+        self,
+        mut f: impl FnMut(Tensor) -> std::result::Result<Tensor, E>,
+    ) -> std::result::Result<Self, E> {
+        let ffn = |w: FfnWeights, f: &mut dyn FnMut(Tensor) -> std::result::Result<Tensor, E>| {
+            Ok(FfnWeights {
+                gate: f(w.gate)?,
+                up: f(w.up)?,
+                down: f(w.down)?,
+            })
         };
-        let layers = self
-            .layers
-            .into_iter()
-            .map(|l| LayerWeights {
+        let audio_projector = self.audio_projector.map(&mut f).transpose()?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in self.layers {
+            layers.push(LayerWeights {
                 kind: l.kind,
                 input_norm: l.input_norm,
                 post_norm: l.post_norm,
-                q: pack(l.q),
-                k: pack(l.k),
-                v: pack(l.v),
-                o: pack(l.o),
-                ffn: ffn(l.ffn),
-                audio: l.audio.map(|a| AudioBranch {
-                    input_norm: a.input_norm,
-                    post_norm: a.post_norm,
-                    ffn: a.ffn.map(ffn),
-                }),
-            })
-            .collect();
-        ModelWeights {
+                q: f(l.q)?,
+                k: f(l.k)?,
+                v: f(l.v)?,
+                o: f(l.o)?,
+                ffn: ffn(l.ffn, &mut f)?,
+                audio: match l.audio {
+                    Some(a) => Some(AudioBranch {
+                        input_norm: a.input_norm,
+                        post_norm: a.post_norm,
+                        ffn: match a.ffn {
+                            Some(w) => Some(ffn(w, &mut f)?),
+                            None => None,
+                        },
+                    }),
+                    None => None,
+                },
+            });
+        }
+        Ok(ModelWeights {
             embed: self.embed,
             audio_embed: self.audio_embed,
-            audio_projector: self.audio_projector.map(pack),
+            audio_projector,
             layers,
             norm: self.norm,
-            text_head: pack(self.text_head),
-            audio_head: pack(self.audio_head),
-        }
+            text_head: f(self.text_head)?,
+            audio_head: f(self.audio_head)?,
+        })
     }
 
     /// Bytes of every weight (at its stored dtype).
