@@ -220,6 +220,83 @@ impl Tensor {
         };
         Ok(Tensor { shape, storage })
     }
+    /// Host matrices `[r_i, cols]` of one dtype stacked into `[Σ r_i, cols]` (fusing
+    /// projections at load). Each part is moved in and freed once copied.
+    pub fn cat_rows(parts: Vec<Tensor>) -> Result<Self> {
+        let bad = |expected: String, got: String| Error::Shape {
+            op: "Tensor::cat_rows",
+            arg: "parts",
+            expected,
+            got,
+        };
+        let Some(first) = parts.first() else {
+            return Err(bad("at least one part".into(), "none".into()));
+        };
+        let (cols, dtype) = (first.shape.get(1).copied().unwrap_or(0), first.dtype());
+        let mut rows = 0;
+        for t in &parts {
+            if t.shape.len() != 2 || t.shape[1] != cols || t.dtype() != dtype {
+                return Err(bad(
+                    format!("[_, {cols}] {dtype:?} host matrices"),
+                    format!("{:?} {:?}", t.shape, t.dtype()),
+                ));
+            }
+            rows += t.shape[0];
+        }
+        fn cat<T: Copy>(parts: Vec<Vec<T>>, n: usize) -> Vec<T> {
+            let mut out = Vec::with_capacity(n);
+            for p in parts {
+                out.extend_from_slice(&p);
+            }
+            out
+        }
+        let mut stores = Vec::with_capacity(parts.len());
+        for t in parts {
+            match t.storage {
+                Storage::Cpu(s) => stores.push(s),
+                _ => {
+                    return Err(bad(
+                        "host (unpacked) matrices".into(),
+                        "another storage".into(),
+                    ))
+                }
+            }
+        }
+        let n = rows * cols;
+        let storage = match dtype {
+            DType::F32 => CpuStorage::F32(cat(
+                stores
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        CpuStorage::F32(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect(),
+                n,
+            )),
+            DType::BF16 => CpuStorage::BF16(cat(
+                stores
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        CpuStorage::BF16(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect(),
+                n,
+            )),
+            DType::F16 => CpuStorage::F16(cat(
+                stores
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        CpuStorage::F16(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect(),
+                n,
+            )),
+        };
+        Tensor::from_cpu(vec![rows, cols], storage)
+    }
     /// Zeros of `self`'s shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Self> {
         Self::zeros(self.shape.clone(), self.dtype(), &self.device())

@@ -341,6 +341,40 @@ fn rope_plain_and_fused_with_cache() {
             assert_eq!(down(&case_c, &kc, kc0.len()), kc_exact, "{case_c}: k_cache");
             assert_eq!(down(&case_c, &vc, vc0.len()), vc_want, "{case_c}: v_cache");
             assert_close(&case_c, &kc_exact, &kc_want, t);
+
+            // Fused QKV: the same rows as one [n, q + 2·kv] GEMM output, read in place; the
+            // same arithmetic per element, so exactly rope_cache's Q and caches.
+            let case_f = format!("{case} fused qkv");
+            let q_w = n_heads * head_dim;
+            let mut qkv = Vec::with_capacity(n_tokens * (q_w + 2 * kv_dim));
+            for t in 0..n_tokens {
+                qkv.extend_from_slice(&q[t * q_w..(t + 1) * q_w]);
+                qkv.extend_from_slice(&k[t * kv_dim..(t + 1) * kv_dim]);
+                qkv.extend_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+            let qkv_d = up(&dev, &qkv, dtype);
+            let mut q_out = with_guard(&dev, &vec![0.0; q.len()], dtype);
+            let (mut kc2, mut vc2) = (with_guard(&dev, &kc0, dtype), with_guard(&dev, &vc0, dtype));
+            rope::rope_qkv(
+                &dev, &qkv_d, &mut q_out, &mut kc2, &mut vc2, &pos_d, &slots_d, &freqs_d, &args,
+            )
+            .unwrap();
+            assert_eq!(
+                down(&case_f, &q_out, q.len()),
+                down(&case_c, &qd, q.len()),
+                "{case_f}: q"
+            );
+            assert_eq!(
+                down(&case_f, &kc2, kc0.len()),
+                kc_exact,
+                "{case_f}: k_cache"
+            );
+            assert_eq!(down(&case_f, &vc2, vc0.len()), vc_want, "{case_f}: v_cache");
+            assert_eq!(
+                down(&case_f, &qkv_d, qkv.len()),
+                qkv,
+                "{case_f}: qkv left unchanged"
+            );
         }
     }
 }

@@ -415,7 +415,9 @@ fn bench_reports_run_and_write_valid_files() {
                 .iter()
                 .filter(|o| o["phase"] == phase && o["batch"] == b)
                 .count();
-            assert!(n >= 14, "{phase} batch {b}: {n} ops");
+            // norm, qkv, rope+cache, attention, o, add+norm, gate|up, silu_mul, down, add,
+            // the heads...: at least 12 per phase and batch with the fused projections.
+            assert!(n >= 12, "{phase} batch {b}: {n} ops");
         }
     }
     for op in ops {

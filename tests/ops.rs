@@ -1308,6 +1308,107 @@ fn rope_kv_write_equals_rope_then_kv_write() {
     });
 }
 
+/// The fused layouts (one QKV GEMM output, one gate|up GEMM output) give exactly what the
+/// separate tensors give: the same bits, so fusing at load changes no output.
+#[test]
+fn fused_qkv_and_gate_up_equal_the_split_ops() {
+    let mut rng = rng("fused_qkv_and_gate_up_equal_the_split_ops");
+    let inv_freq = ModelConfig::released().rope_inv_freq();
+    let (n_heads, n_kv, hd) = (6, 2, 128);
+    let heads = ops::RopeHeads {
+        n_heads,
+        n_kv_heads: n_kv,
+        head_dim: hd,
+    };
+    let (q_w, kv_w) = (n_heads * hd, n_kv * hd);
+    for &(n, num_slots) in &[(1usize, 4usize), (7, 16), (0, 2)] {
+        let positions: Vec<i32> = (0..n).map(|_| rng.gen_range(0..9000)).collect();
+        let slots: Vec<i32> = (0..n as i32).map(|i| if i == 3 { -1 } else { i }).collect();
+        let qkv = rand_vec(&mut rng, n * (q_w + 2 * kv_w), 1.0);
+        let part = |lo: usize, w: usize| -> Vec<f32> {
+            qkv.chunks_exact(q_w + 2 * kv_w)
+                .flat_map(|r| r[lo..lo + w].to_vec())
+                .collect()
+        };
+        let mut q = Tensor::from_f32(vec![n, q_w], part(0, q_w)).unwrap();
+        let mut k = Tensor::from_f32(vec![n, kv_w], part(q_w, kv_w)).unwrap();
+        let v = Tensor::from_f32(vec![n, kv_w], part(q_w + kv_w, kv_w)).unwrap();
+        let cache = || Tensor::from_f32(vec![num_slots, kv_w], vec![-5.0; num_slots * kv_w]);
+        let (mut kc, mut vc) = (cache().unwrap(), cache().unwrap());
+        ops::rope_kv_write(
+            &mut q, &mut k, &v, &mut kc, &mut vc, heads, &positions, &inv_freq, &slots,
+        )
+        .unwrap();
+        let (mut kc2, mut vc2) = (cache().unwrap(), cache().unwrap());
+        let qkv_t = Tensor::from_f32(vec![n, q_w + 2 * kv_w], qkv.clone()).unwrap();
+        let q2 = ops::rope_qkv_write(
+            &qkv_t, &mut kc2, &mut vc2, heads, &positions, &inv_freq, &slots,
+        )
+        .unwrap();
+        assert_eq!(q2.shape(), &[n, q_w]);
+        assert_eq!(q2.to_f32_vec().unwrap(), q.to_f32_vec().unwrap(), "n{n}: q");
+        assert_eq!(
+            kc2.to_f32_vec().unwrap(),
+            kc.to_f32_vec().unwrap(),
+            "n{n}: k cache"
+        );
+        assert_eq!(
+            vc2.to_f32_vec().unwrap(),
+            vc.to_f32_vec().unwrap(),
+            "n{n}: v cache"
+        );
+    }
+    expect_err("rope_qkv_write width", || {
+        ops::rope_qkv_write(
+            &f32t(&[2, q_w + kv_w]),
+            &mut f32t(&[4, kv_w]),
+            &mut f32t(&[4, kv_w]),
+            heads,
+            &[0, 1],
+            &inv_freq,
+            &[0, 1],
+        )
+    });
+    expect_err("rope_qkv_write slot out of range", || {
+        ops::rope_qkv_write(
+            &f32t(&[2, q_w + 2 * kv_w]),
+            &mut f32t(&[4, kv_w]),
+            &mut f32t(&[4, kv_w]),
+            heads,
+            &[0, 1],
+            &inv_freq,
+            &[0, 9],
+        )
+    });
+
+    for &(n, f) in &[(1usize, 8192usize), (5, 24), (3, 1), (0, 4)] {
+        let gu = rand_vec(&mut rng, n * 2 * f, 3.0);
+        let gate: Vec<f32> = gu
+            .chunks_exact(2 * f.max(1))
+            .flat_map(|r| r[..f].to_vec())
+            .collect();
+        let up: Vec<f32> = gu
+            .chunks_exact(2 * f.max(1))
+            .flat_map(|r| r[f..].to_vec())
+            .collect();
+        let want = ops::silu_mul(
+            &Tensor::from_f32(vec![n, f], gate).unwrap(),
+            &Tensor::from_f32(vec![n, f], up).unwrap(),
+        )
+        .unwrap();
+        let got = ops::silu_mul_fused(&Tensor::from_f32(vec![n, 2 * f], gu).unwrap()).unwrap();
+        assert_eq!(got.shape(), &[n, f]);
+        assert_eq!(
+            got.to_f32_vec().unwrap(),
+            want.to_f32_vec().unwrap(),
+            "silu_mul_fused n{n} f{f}"
+        );
+    }
+    expect_err("silu_mul_fused odd width", || {
+        ops::silu_mul_fused(&f32t(&[2, 7]))
+    });
+}
+
 /// On the CPU `draw_audio` leaves sampling to the host (None); bad shapes are errors on any
 /// device.
 #[test]

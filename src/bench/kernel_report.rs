@@ -184,12 +184,8 @@ fn attention_ops(p: &mut Phase<'_>, step: &SyntheticStep, xh: &Tensor) -> anyhow
         ops::rmsnorm(xh, &l.input_norm, cfg.rms_eps)?;
         Ok(())
     })?;
-    p.gemm("q", layers, xh, &l.q)?;
-    p.gemm("k", layers, xh, &l.k)?;
-    p.gemm("v", layers, xh, &l.v)?;
-    let mut q = p.act_tensor(qd, 0.1)?;
-    let mut k = p.act_tensor(kvd, 0.1)?;
-    let v = p.act_tensor(kvd, 0.1)?;
+    p.gemm("qkv", layers, xh, &l.qkv)?;
+    let qkv = p.act_tensor(qd + 2 * kvd, 0.1)?;
     let mut kv = KvCache::new_on(1, step.num_blocks, BLOCK_SIZE, kvd, p.act_dtype, p.device)?;
     let heads = RopeHeads {
         n_heads: cfg.n_heads,
@@ -201,10 +197,10 @@ fn attention_ops(p: &mut Phase<'_>, step: &SyntheticStep, xh: &Tensor) -> anyhow
     p.time(
         "rope_kv_write",
         layers,
-        ((2 * qd + 5 * kvd) * n * a) as f64,
+        ((2 * qd + 4 * kvd) * n * a) as f64,
         (3 * (qd + kvd) * n) as f64,
         || {
-            kv.rope_write(0, &mut q, &mut k, &v, heads, pos, &inv_freq, slots)?;
+            kv.rope_write_qkv(0, &qkv, heads, pos, &inv_freq, slots)?;
             Ok(())
         },
     )?;
@@ -257,16 +253,16 @@ fn ffn_ops(p: &mut Phase<'_>, xh: &Tensor) -> anyhow::Result<()> {
         .and_then(|b| b.ffn.as_ref())
         .filter(|_| p.phase == "decode")
         .unwrap_or(&l.ffn);
-    p.gemm("gate", layers, xh, &ffn_w.gate)?;
-    p.gemm("up", layers, xh, &ffn_w.up)?;
-    let (gate, up) = (p.act_tensor(f, 0.1)?, p.act_tensor(f, 0.2)?);
+    p.gemm("gate|up", layers, xh, &ffn_w.gate_up)?;
+    let gate_up = p.act_tensor(2 * f, 0.1)?;
+    let gate = p.act_tensor(f, 0.1)?;
     p.time(
         "silu_mul",
         layers,
         (3 * n * f * a) as f64,
         (4 * n * f) as f64,
         || {
-            ops::silu_mul(&gate, &up)?;
+            ops::silu_mul_fused(&gate_up)?;
             Ok(())
         },
     )?;

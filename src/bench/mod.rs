@@ -560,9 +560,9 @@ fn op_profile(model: &Model, device: &Device, batches: &[usize]) -> anyhow::Resu
     let w = &model.w;
     let l = &w.layers[0];
     let h = model.cfg.hidden;
-    let mut gemms: Vec<(&str, &Tensor)> = vec![("q", &l.q), ("k", &l.k), ("o", &l.o)];
+    let mut gemms: Vec<(&str, &Tensor)> = vec![("qkv", &l.qkv), ("o", &l.o)];
     if let Some(af) = l.audio.as_ref().and_then(|a| a.ffn.as_ref()) {
-        gemms.extend([("audio gate", &af.gate), ("audio down", &af.down)]);
+        gemms.extend([("audio gate|up", &af.gate_up), ("audio down", &af.down)]);
     }
     gemms.push(("audio head", &w.audio_head));
     let big = batches.iter().copied().max().unwrap_or(1);
@@ -678,22 +678,14 @@ pub fn audio_step_weight_bytes(w: &ModelWeights) -> usize {
     };
     let mut n = bytes(&[&w.norm, &w.audio_head]);
     for l in &w.layers {
-        let attn = bytes(&[&l.q, &l.k, &l.v, &l.o]);
+        let attn = bytes(&[&l.qkv, &l.o]);
         n += match (l.kind, &l.audio) {
             (LayerKind::FastForward, _) => 0,
             (LayerKind::Dual, Some(a)) => {
                 let f = a.ffn.as_ref().unwrap_or(&l.ffn);
-                attn + bytes(&[&a.input_norm, &a.post_norm, &f.gate, &f.up, &f.down])
+                attn + bytes(&[&a.input_norm, &a.post_norm, &f.gate_up, &f.down])
             }
-            _ => {
-                attn + bytes(&[
-                    &l.input_norm,
-                    &l.post_norm,
-                    &l.ffn.gate,
-                    &l.ffn.up,
-                    &l.ffn.down,
-                ])
-            }
+            _ => attn + bytes(&[&l.input_norm, &l.post_norm, &l.ffn.gate_up, &l.ffn.down]),
         };
     }
     n

@@ -111,6 +111,27 @@ impl KvCache {
         }
     }
 
+    /// [`KvCache::rope_write`] on one fused QKV projection output (see
+    /// [`ops::rope_qkv_write`]); returns the rotated queries.
+    pub fn rope_write_qkv(
+        &mut self,
+        layer: usize,
+        qkv: &Tensor,
+        heads: ops::RopeHeads,
+        positions: &[i32],
+        inv_freq: &[f32],
+        slots: &[i32],
+    ) -> Result<Tensor> {
+        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
+            (Some(kc), Some(vc)) => {
+                ops::rope_qkv_write(qkv, kc, vc, heads, positions, inv_freq, slots)
+            }
+            _ => Err(crate::error::Error::Other(format!(
+                "KV cache has no layer {layer}"
+            ))),
+        }
+    }
+
     /// Copy whole blocks (copy-on-write of a shared partial block), every layer.
     pub fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
         for (k, v) in self.k.iter_mut().zip(self.v.iter_mut()) {

@@ -125,7 +125,7 @@ pub(crate) fn step_routing(
         .iter()
         .map(|l| {
             let text_ffn = ModelWeights::ffn_bytes(&l.ffn) as u64;
-            let attn = bytes(&[&l.q, &l.k, &l.v, &l.o]);
+            let attn = bytes(&[&l.qkv, &l.o]);
             let sub_batches = if both && strategy == DualFfnStrategy::SubBatch {
                 2
             } else {

@@ -89,10 +89,10 @@ impl RowMeta {
     }
 }
 
+/// SwiGLU FFN of rows `m`: one gate|up GEMM, SiLU·mul on its two halves, the down GEMM.
 pub(crate) fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
-    let gate = ops::matmul(m, &w.gate)?;
-    let up = ops::matmul(m, &w.up)?;
-    let act = ops::silu_mul(&gate, &up)?;
+    let gate_up = ops::matmul(m, &w.gate_up)?;
+    let act = ops::silu_mul_fused(&gate_up)?;
     ops::matmul(&act, &w.down)
 }
 
@@ -128,8 +128,8 @@ fn attention(
     attend(&c, &q, rows, kv, hide_audio_keys)
 }
 
-/// Q, K, V projections of normed rows `n`, RoPE, and K/V written into the cache; returns the
-/// rotated queries.
+/// Q, K, V projections of normed rows `n` (one fused GEMM), RoPE, and K/V written into the
+/// cache; returns the rotated queries.
 pub(crate) fn project_write(
     c: &AttnCtx<'_>,
     n: &Tensor,
@@ -137,25 +137,13 @@ pub(crate) fn project_write(
     kv: &mut KvCache,
 ) -> Result<Tensor> {
     let (cfg, l, layer, inv_freq) = (c.cfg, c.l, c.layer, c.inv_freq);
-    let mut q = ops::matmul(n, &l.q)?;
-    let mut k = ops::matmul(n, &l.k)?;
-    let v = ops::matmul(n, &l.v)?;
+    let qkv = ops::matmul(n, &l.qkv)?;
     let heads = ops::RopeHeads {
         n_heads: cfg.n_heads,
         n_kv_heads: cfg.n_kv_heads,
         head_dim: cfg.head_dim,
     };
-    kv.rope_write(
-        layer,
-        &mut q,
-        &mut k,
-        &v,
-        heads,
-        &rows.positions,
-        inv_freq,
-        &rows.slots,
-    )?;
-    Ok(q)
+    kv.rope_write_qkv(layer, &qkv, heads, &rows.positions, inv_freq, &rows.slots)
 }
 
 /// Paged attention of rotated queries `q` over the cache (K/V of every row of the step

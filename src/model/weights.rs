@@ -9,9 +9,11 @@ use crate::tensor::{CpuStorage, DType, Device, Tensor};
 use crate::weights::safetensors::Checkpoint;
 use std::collections::BTreeSet;
 
+/// One SwiGLU FFN. gate and up are concatenated at load into one `[2·ffn, hidden]` weight
+/// (gate rows first), so a row's FFN input is read once by one GEMM, whose output the fused
+/// SiLU·mul reads as two halves; the separate checkpoint tensors are not kept.
 pub struct FfnWeights {
-    pub gate: Tensor,
-    pub up: Tensor,
+    pub gate_up: Tensor,
     pub down: Tensor,
 }
 
@@ -26,9 +28,10 @@ pub struct LayerWeights {
     pub kind: LayerKind,
     pub input_norm: Tensor,
     pub post_norm: Tensor,
-    pub q: Tensor,
-    pub k: Tensor,
-    pub v: Tensor,
+    /// Q, K and V projections concatenated at load into one `[q_dim + 2·kv_dim, hidden]`
+    /// weight (Q rows, then K, then V): one GEMM per layer instead of three, and the RoPE /
+    /// cache-write step reads the three column ranges of its output in place.
+    pub qkv: Tensor,
     pub o: Tensor,
     pub ffn: FfnWeights,
     /// Present on dual-FFN layers only.
@@ -166,7 +169,7 @@ impl ModelWeights {
             };
             Tensor::from_cpu(shape.to_vec(), storage)
         };
-        Self::build(cfg, |name, shape| load(name, shape))
+        Self::build(cfg, load, Ok)
     }
 
     /// Random weights of the config's shapes: matrices N(0, std), norms 1 + N(0, 0.1).
@@ -184,68 +187,73 @@ impl ModelWeights {
         device: &Device,
     ) -> Result<Self> {
         let counter = std::sync::atomic::AtomicU64::new(seed);
-        Self::build(cfg, |name, shape| {
-            let n: usize = shape.iter().product();
-            let s = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let is_norm = shape.len() == 1 && name.ends_with("norm.weight");
-            // Fill in parallel chunks, each with its own seeded stream (fast for 5.8 B params).
-            use rayon::prelude::*;
-            let fill = |chunk: &mut [f32], ci: usize| {
-                // splitmix64 per chunk: fast enough for 5.8 B values; quality is irrelevant here.
-                let mut state = s.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-                let mut next = || {
-                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    z ^ (z >> 31)
-                };
-                for v in chunk.iter_mut() {
-                    let r = next();
-                    // Sum of two 24-bit uniforms minus 1: triangular in (-1, 1), std 1/sqrt(6).
-                    let u = ((r >> 40) as f32 + ((r >> 16) & 0xFF_FFFF) as f32)
-                        / (1u32 << 24) as f32
-                        - 1.0;
-                    *v = if is_norm {
-                        1.0 + 0.1 * u * 2.449
-                    } else {
-                        std * u * 2.449
+        Self::build(
+            cfg,
+            |name, shape| {
+                let n: usize = shape.iter().product();
+                let s = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let is_norm = shape.len() == 1 && name.ends_with("norm.weight");
+                // Fill in parallel chunks, each with its own seeded stream (fast for 5.8 B params).
+                use rayon::prelude::*;
+                let fill = |chunk: &mut [f32], ci: usize| {
+                    // splitmix64 per chunk: fast enough for 5.8 B values; quality is irrelevant here.
+                    let mut state = s.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        ^ (ci as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                    let mut next = || {
+                        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        let mut z = state;
+                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                        z ^ (z >> 31)
                     };
-                }
-            };
-            let storage = match dtype {
-                DType::F32 => {
-                    let mut v = vec![0f32; n];
-                    v.par_chunks_mut(1 << 16)
-                        .enumerate()
-                        .for_each(|(i, c)| fill(c, i));
-                    CpuStorage::F32(v)
-                }
-                DType::BF16 | DType::F16 => {
-                    let mut v = vec![half::bf16::ZERO; n];
-                    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
-                        let mut tmp = vec![0f32; c.len()];
-                        fill(&mut tmp, i);
-                        for (o, x) in c.iter_mut().zip(&tmp) {
-                            *o = half::bf16::from_f32(*x);
-                        }
-                    });
-                    let s = CpuStorage::BF16(v);
-                    if dtype == DType::F16 {
-                        s.to_dtype(DType::F16)
-                    } else {
-                        s
+                    for v in chunk.iter_mut() {
+                        let r = next();
+                        // Sum of two 24-bit uniforms minus 1: triangular in (-1, 1), std 1/sqrt(6).
+                        let u = ((r >> 40) as f32 + ((r >> 16) & 0xFF_FFFF) as f32)
+                            / (1u32 << 24) as f32
+                            - 1.0;
+                        *v = if is_norm {
+                            1.0 + 0.1 * u * 2.449
+                        } else {
+                            std * u * 2.449
+                        };
                     }
+                };
+                let storage = match dtype {
+                    DType::F32 => {
+                        let mut v = vec![0f32; n];
+                        v.par_chunks_mut(1 << 16)
+                            .enumerate()
+                            .for_each(|(i, c)| fill(c, i));
+                        CpuStorage::F32(v)
+                    }
+                    DType::BF16 | DType::F16 => {
+                        let mut v = vec![half::bf16::ZERO; n];
+                        v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+                            let mut tmp = vec![0f32; c.len()];
+                            fill(&mut tmp, i);
+                            for (o, x) in c.iter_mut().zip(&tmp) {
+                                *o = half::bf16::from_f32(*x);
+                            }
+                        });
+                        let s = CpuStorage::BF16(v);
+                        if dtype == DType::F16 {
+                            s.to_dtype(DType::F16)
+                        } else {
+                            s
+                        }
+                    }
+                };
+                Tensor::from_cpu(shape.to_vec(), storage)
+            },
+            |t| {
+                if device.is_cpu() {
+                    Ok(t)
+                } else {
+                    t.to_device(device, dtype)
                 }
-            };
-            let t = Tensor::from_cpu(shape.to_vec(), storage)?;
-            if device.is_cpu() {
-                Ok(t)
-            } else {
-                t.to_device(device, dtype)
-            }
-        })
+            },
+        )
     }
 
     /// Every weight copied to `device` in `dtype`.
@@ -253,8 +261,7 @@ impl ModelWeights {
         let mv = |t: &Tensor| t.to_device(device, dtype);
         let ffn = |f: &FfnWeights| -> Result<FfnWeights> {
             Ok(FfnWeights {
-                gate: mv(&f.gate)?,
-                up: mv(&f.up)?,
+                gate_up: mv(&f.gate_up)?,
                 down: mv(&f.down)?,
             })
         };
@@ -272,9 +279,7 @@ impl ModelWeights {
                 kind: l.kind,
                 input_norm: mv(&l.input_norm)?,
                 post_norm: mv(&l.post_norm)?,
-                q: mv(&l.q)?,
-                k: mv(&l.k)?,
-                v: mv(&l.v)?,
+                qkv: mv(&l.qkv)?,
                 o: mv(&l.o)?,
                 ffn: ffn(&l.ffn)?,
                 audio,
@@ -311,8 +316,7 @@ impl ModelWeights {
     ) -> std::result::Result<Self, E> {
         let ffn = |w: FfnWeights, f: &mut dyn FnMut(Tensor) -> std::result::Result<Tensor, E>| {
             Ok(FfnWeights {
-                gate: f(w.gate)?,
-                up: f(w.up)?,
+                gate_up: f(w.gate_up)?,
                 down: f(w.down)?,
             })
         };
@@ -323,9 +327,7 @@ impl ModelWeights {
                 kind: l.kind,
                 input_norm: l.input_norm,
                 post_norm: l.post_norm,
-                q: f(l.q)?,
-                k: f(l.k)?,
-                v: f(l.v)?,
+                qkv: f(l.qkv)?,
                 o: f(l.o)?,
                 ffn: ffn(l.ffn, &mut f)?,
                 audio: match l.audio {
@@ -376,12 +378,9 @@ impl ModelWeights {
             for t in [
                 &l.input_norm,
                 &l.post_norm,
-                &l.q,
-                &l.k,
-                &l.v,
+                &l.qkv,
                 &l.o,
-                &l.ffn.gate,
-                &l.ffn.up,
+                &l.ffn.gate_up,
                 &l.ffn.down,
             ] {
                 f(t);
@@ -390,7 +389,7 @@ impl ModelWeights {
                 f(&a.input_norm);
                 f(&a.post_norm);
                 if let Some(af) = &a.ffn {
-                    for t in [&af.gate, &af.up, &af.down] {
+                    for t in [&af.gate_up, &af.down] {
                         f(t);
                     }
                 }
@@ -398,22 +397,23 @@ impl ModelWeights {
         }
     }
 
+    /// Every tensor of the config from `get` (a host tensor of the checkpoint's name and
+    /// shape), the fused projections concatenated on the host, each final tensor passed
+    /// through `put` (an upload, or nothing) so at most one layer's parts are on the host.
     fn build(
         cfg: &ModelConfig,
-        mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>,
+        get: impl FnMut(&str, &[usize]) -> Result<Tensor>,
+        put: impl FnMut(Tensor) -> Result<Tensor>,
     ) -> Result<Self> {
-        let shapes: std::collections::HashMap<String, Vec<usize>> =
-            expected_tensors(cfg).into_iter().collect();
-        let mut g = |name: &str| -> Result<Tensor> {
-            let shape = shapes
-                .get(name)
-                .ok_or_else(|| Error::Other(format!("internal: no shape for {name}")))?;
-            get(name, shape)
+        let mut b = Builder {
+            shapes: expected_tensors(cfg).into_iter().collect(),
+            get,
+            put,
         };
-        let embed = g("embed_tokens.weight")?;
-        let audio_embed = g("audio_codebook_embeddings.weight")?;
+        let embed = b.one("embed_tokens.weight")?;
+        let audio_embed = b.one("audio_codebook_embeddings.weight")?;
         let audio_projector = if cfg.audio_out_embed_projector {
-            Some(g("audio_out_embed_projector.weight")?)
+            Some(b.one("audio_out_embed_projector.weight")?)
         } else {
             None
         };
@@ -422,12 +422,11 @@ impl ModelWeights {
             let p = format!("layers.{i}");
             let audio = if cfg.has_audio_ffn(i) {
                 Some(AudioBranch {
-                    input_norm: g(&format!("{p}.audio_input_layernorm.weight"))?,
-                    post_norm: g(&format!("{p}.audio_post_attention_layernorm.weight"))?,
+                    input_norm: b.one(&format!("{p}.audio_input_layernorm.weight"))?,
+                    post_norm: b.one(&format!("{p}.audio_post_attention_layernorm.weight"))?,
                     ffn: Some(FfnWeights {
-                        gate: g(&format!("{p}.audio_mlp.gate_proj.weight"))?,
-                        up: g(&format!("{p}.audio_mlp.up_proj.weight"))?,
-                        down: g(&format!("{p}.audio_mlp.down_proj.weight"))?,
+                        gate_up: b.fused(&p, "audio_mlp", &["gate_proj", "up_proj"])?,
+                        down: b.one(&format!("{p}.audio_mlp.down_proj.weight"))?,
                     }),
                 })
             } else {
@@ -435,16 +434,13 @@ impl ModelWeights {
             };
             layers.push(LayerWeights {
                 kind: cfg.layer_kinds[i],
-                input_norm: g(&format!("{p}.input_layernorm.weight"))?,
-                post_norm: g(&format!("{p}.post_attention_layernorm.weight"))?,
-                q: g(&format!("{p}.self_attn.q_proj.weight"))?,
-                k: g(&format!("{p}.self_attn.k_proj.weight"))?,
-                v: g(&format!("{p}.self_attn.v_proj.weight"))?,
-                o: g(&format!("{p}.self_attn.o_proj.weight"))?,
+                input_norm: b.one(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: b.one(&format!("{p}.post_attention_layernorm.weight"))?,
+                qkv: b.fused(&p, "self_attn", &["q_proj", "k_proj", "v_proj"])?,
+                o: b.one(&format!("{p}.self_attn.o_proj.weight"))?,
                 ffn: FfnWeights {
-                    gate: g(&format!("{p}.mlp.gate_proj.weight"))?,
-                    up: g(&format!("{p}.mlp.up_proj.weight"))?,
-                    down: g(&format!("{p}.mlp.down_proj.weight"))?,
+                    gate_up: b.fused(&p, "mlp", &["gate_proj", "up_proj"])?,
+                    down: b.one(&format!("{p}.mlp.down_proj.weight"))?,
                 },
                 audio,
             });
@@ -454,9 +450,9 @@ impl ModelWeights {
             audio_embed,
             audio_projector,
             layers,
-            norm: g("norm.weight")?,
-            text_head: g("audio_decoder_proj.text_lm_head.weight")?,
-            audio_head: g("audio_decoder_proj.audio_lm_head.weight")?,
+            norm: b.one("norm.weight")?,
+            text_head: b.one("audio_decoder_proj.text_lm_head.weight")?,
+            audio_head: b.one("audio_decoder_proj.audio_lm_head.weight")?,
         })
     }
 
@@ -488,7 +484,7 @@ impl ModelWeights {
 
     /// Bytes of one FFN's three matrices.
     pub fn ffn_bytes(f: &FfnWeights) -> usize {
-        [&f.gate, &f.up, &f.down]
+        [&f.gate_up, &f.down]
             .iter()
             .map(|t| t.elem_count() * t.dtype().size_bytes())
             .sum()
@@ -498,5 +494,43 @@ impl ModelWeights {
         let mut n = 0;
         self.for_each(|t| n += t.elem_count());
         n
+    }
+}
+
+/// Tensors by checkpoint name for [`ModelWeights::build`]: `get` makes a host tensor of the
+/// name's shape, `put` finishes one the model keeps (upload, or nothing).
+struct Builder<G, P> {
+    shapes: std::collections::HashMap<String, Vec<usize>>,
+    get: G,
+    put: P,
+}
+
+impl<G, P> Builder<G, P>
+where
+    G: FnMut(&str, &[usize]) -> Result<Tensor>,
+    P: FnMut(Tensor) -> Result<Tensor>,
+{
+    fn raw(&mut self, name: &str) -> Result<Tensor> {
+        let shape = self
+            .shapes
+            .get(name)
+            .ok_or_else(|| Error::Other(format!("internal: no shape for {name}")))?;
+        (self.get)(name, shape)
+    }
+
+    fn one(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.raw(name)?;
+        (self.put)(t)
+    }
+
+    /// `{prefix}.{module}.{part}.weight` for each part, concatenated along rows (the output
+    /// dimension) in the order given; the parts are dropped once copied.
+    fn fused(&mut self, prefix: &str, module: &str, parts: &[&str]) -> Result<Tensor> {
+        let mut ts = Vec::with_capacity(parts.len());
+        for part in parts {
+            ts.push(self.raw(&format!("{prefix}.{module}.{part}.weight"))?);
+        }
+        let t = Tensor::cat_rows(ts)?;
+        (self.put)(t)
     }
 }

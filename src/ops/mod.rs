@@ -12,7 +12,7 @@ mod rope;
 mod routing;
 mod sample;
 
-pub use act::silu_mul;
+pub use act::{silu_mul, silu_mul_fused};
 pub use attention::{
     choose_attn_path, kv_copy_blocks, kv_write, kv_write_pair, paged_attention, AttnMeta, AttnPath,
     KeyMask, DEVICE_ATTN_HEAD_DIM, DEVICE_ATTN_MAX_GROUP,
@@ -20,7 +20,7 @@ pub use attention::{
 pub use embed::{embed_audio, embed_text};
 pub use matmul::matmul;
 pub use norm::{add_inplace, add_rmsnorm, rmsnorm};
-pub use rope::{rope_inplace, rope_kv_write, RopeHeads};
+pub use rope::{rope_inplace, rope_kv_write, rope_qkv_write, RopeHeads};
 pub use routing::{copy, gather_rows, scatter_add_rows, select_rows};
 pub use sample::{draw_audio, AudioDraw};
 
