@@ -910,6 +910,21 @@ fn gemm_projections_and_heads() {
             .unwrap();
             // f32 over k = 8192 terms: summation order alone differs by ~1e-6 of the max.
             assert_close(&case, &down(&case, &y, n * out), &want, tol(dtype));
+
+            // Residual in the epilogue: y0 + x·wᵀ (y0 random, as a residual stream is).
+            let case_a = format!("{case} accumulate");
+            let y0 = rand_vec(&mut rng, n * out, 1.0, dtype);
+            let want_a: Vec<f32> = y0.iter().zip(&want).map(|(a, b)| a + b).collect();
+            let mut ya = up(&dev, &y0, dtype);
+            gemm::matmul_wt_acc(
+                &dev,
+                &up(&dev, &x, dtype),
+                &up(&dev, &w, dtype),
+                &mut ya,
+                &gemm::MatmulArgs { n, k, out },
+            )
+            .unwrap();
+            assert_close(&case_a, &down(&case_a, &ya, n * out), &want_a, tol(dtype));
         }
     }
 }

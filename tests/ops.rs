@@ -1308,6 +1308,40 @@ fn rope_kv_write_equals_rope_then_kv_write() {
     });
 }
 
+/// `matmul_add` is `y += x·wᵀ`, bit for bit what matmul then add give, for row-major and
+/// panel-packed weights; mismatched shapes are errors.
+#[test]
+fn matmul_add_equals_matmul_then_add() {
+    let mut rng = rng("matmul_add_equals_matmul_then_add");
+    for &(n, k, out) in &[(1usize, 64usize, 40usize), (9, 33, 17), (0, 8, 8)] {
+        let x = Tensor::from_f32(vec![n, k], rand_vec(&mut rng, n * k, 1.0)).unwrap();
+        let wv = rand_vec(&mut rng, out * k, 0.1);
+        let y0 = rand_vec(&mut rng, n * out, 1.0);
+        for packed in [false, true] {
+            let mut w = weight(vec![out, k], &wv, DType::F32);
+            if packed {
+                w = w.pack_for_cpu_matmul();
+            }
+            let mut want = Tensor::from_f32(vec![n, out], y0.clone()).unwrap();
+            ops::add_inplace(&mut want, &ops::matmul(&x, &w).unwrap()).unwrap();
+            let mut got = Tensor::from_f32(vec![n, out], y0.clone()).unwrap();
+            ops::matmul_add(&mut got, &x, &w).unwrap();
+            assert_eq!(
+                got.to_f32_vec().unwrap(),
+                want.to_f32_vec().unwrap(),
+                "n{n} k{k} out{out} packed {packed}"
+            );
+        }
+    }
+    let w = f32t(&[4, 8]);
+    expect_err("matmul_add y width", || {
+        ops::matmul_add(&mut f32t(&[2, 5]), &f32t(&[2, 8]), &w)
+    });
+    expect_err("matmul_add y rows", || {
+        ops::matmul_add(&mut f32t(&[3, 4]), &f32t(&[2, 8]), &w)
+    });
+}
+
 /// The fused layouts (one QKV GEMM output, one gate|up GEMM output) give exactly what the
 /// separate tensors give: the same bits, so fusing at load changes no output.
 #[test]

@@ -96,6 +96,14 @@ pub(crate) fn ffn(w: &FfnWeights, m: &Tensor) -> Result<Tensor> {
     ops::matmul(&act, &w.down)
 }
 
+/// `x += ffn(m)` with the residual add in the down GEMM's epilogue (rows of `x` and `m`
+/// match one for one).
+pub(crate) fn ffn_add(x: &mut Tensor, w: &FfnWeights, m: &Tensor) -> Result<()> {
+    let gate_up = ops::matmul(m, &w.gate_up)?;
+    let act = ops::silu_mul_fused(&gate_up)?;
+    ops::matmul_add(x, &act, &w.down)
+}
+
 /// What attention of one layer needs besides its rows: config, weights, step inputs, cache.
 pub(crate) struct AttnCtx<'a> {
     pub cfg: &'a ModelConfig,
@@ -232,16 +240,14 @@ fn routed_ffn(
     plan: &RoutePlan,
 ) -> Result<()> {
     let Some(audio) = audio else {
-        let y = ffn(text, m)?;
-        return ops::add_inplace(x, &y);
+        return ffn_add(x, text, m);
     };
     for (idx, w) in [(&plan.text, text), (&plan.audio, audio)] {
         if idx.is_empty() {
             continue;
         }
         if idx.len() == m.shape()[0] {
-            let y = ffn(w, m)?;
-            ops::add_inplace(x, &y)?;
+            ffn_add(x, w, m)?;
         } else {
             let y = ffn(w, &ops::gather_rows(m, idx)?)?;
             ops::scatter_add_rows(x, idx, &y)?;
@@ -303,11 +309,11 @@ fn fast_forward_layer(
     let q = project_write(c, &n, rows, kv)?;
     let att = attend(c, &q, rows, kv, true)?;
     let m = ops::add_rmsnorm(&mut xt, &att, &l.post_norm, eps)?;
-    let f = ffn(&l.ffn, &m)?;
     if all {
         ops::add_inplace(x, &att)?;
-        ops::add_inplace(x, &f)
+        ffn_add(x, &l.ffn, &m)
     } else {
+        let f = ffn(&l.ffn, &m)?;
         ops::scatter_add_rows(x, text, &att)?;
         ops::scatter_add_rows(x, text, &f)
     }

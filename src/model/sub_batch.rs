@@ -8,7 +8,7 @@
 
 use super::batch::BatchInputs;
 use super::dual_ffn::DualFfnStrategy;
-use super::layer::{attend, ffn, project_write, AttnCtx, StepPlan};
+use super::layer::{attend, ffn_add, project_write, AttnCtx, StepPlan};
 use super::weights::LayerWeights;
 use crate::config::{LayerKind, ModelConfig};
 use crate::error::Result;
@@ -50,7 +50,7 @@ pub(crate) fn forward_sub_batched(
             let q = project_write(&c, &n, &plan.text_rows, kv)?;
             let att = attend(&c, &q, &plan.text_rows, kv, true)?;
             let m = ops::add_rmsnorm(&mut xt, &att, &l.post_norm, eps)?;
-            ops::add_inplace(&mut xt, &ffn(&l.ffn, &m)?)?;
+            ffn_add(&mut xt, &l.ffn, &m)?;
             continue;
         }
         let (in_audio, post_audio, ffn_audio) = match (&l.audio, l.kind) {
@@ -69,8 +69,8 @@ pub(crate) fn forward_sub_batched(
         let att_a = attend(&c, &qa, &plan.audio_rows, kv, false)?;
         let mt = ops::add_rmsnorm(&mut xt, &att_t, &l.post_norm, eps)?;
         let ma = ops::add_rmsnorm(&mut xa, &att_a, post_audio, eps)?;
-        ops::add_inplace(&mut xt, &ffn(&l.ffn, &mt)?)?;
-        ops::add_inplace(&mut xa, &ffn(ffn_audio, &ma)?)?;
+        ffn_add(&mut xt, &l.ffn, &mt)?;
+        ffn_add(&mut xa, ffn_audio, &ma)?;
     }
     let mut out = x.zeros_like()?;
     ops::scatter_add_rows(&mut out, &route.text, &xt)?;

@@ -45,3 +45,40 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         }
     }
 }
+
+/// `y += x · wᵀ` (`y` `[n, out]`): a residual add fused into the projection. On CUDA the
+/// GEMM's epilogue adds into `y` (cuBLAS beta = 1); on the CPU the product is made and added,
+/// which rounds exactly like [`matmul`] followed by [`super::add_inplace`].
+pub fn matmul_add(y: &mut Tensor, x: &Tensor, w: &Tensor) -> Result<()> {
+    let (out, k) = (
+        w.shape().first().copied().unwrap_or(0),
+        w.shape().last().copied().unwrap_or(0),
+    );
+    check_rank2("matmul_add", "w", w, k)?;
+    let n = check_rank2("matmul_add", "x", x, k)?;
+    let yn = check_rank2("matmul_add", "y", y, out)?;
+    super::check_len("matmul_add", "y rows", yn, n)?;
+    match x.storage() {
+        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+            let p = matmul(x, w)?;
+            super::add_inplace(y, &p)
+        }
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(xs) => {
+            use super::cuda_arm::{on, on_mut};
+            use crate::backend::cuda::gemm::{matmul_wt_acc, MatmulArgs};
+            let dev = &xs.dev;
+            if n == 0 {
+                return Ok(());
+            }
+            let ws = on("matmul_add", "w", dev, w)?;
+            matmul_wt_acc(
+                dev,
+                &xs.data,
+                ws,
+                on_mut("matmul_add", "y", dev, y)?,
+                &MatmulArgs { n, k, out },
+            )
+        }
+    }
+}

@@ -18,7 +18,7 @@ pub use attention::{
     KeyMask, DEVICE_ATTN_HEAD_DIM, DEVICE_ATTN_MAX_GROUP,
 };
 pub use embed::{embed_audio, embed_text};
-pub use matmul::matmul;
+pub use matmul::{matmul, matmul_add};
 pub use norm::{add_inplace, add_rmsnorm, rmsnorm};
 pub use rope::{rope_inplace, rope_kv_write, rope_qkv_write, RopeHeads};
 pub use routing::{copy, gather_rows, scatter_add_rows, select_rows};

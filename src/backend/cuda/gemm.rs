@@ -24,6 +24,30 @@ pub fn matmul_wt(
     y: &mut CudaStorage,
     a: &MatmulArgs,
 ) -> Result<()> {
+    gemm_wt(dev, x, w, y, a, false)
+}
+
+/// `y += x · wᵀ`: the residual add done by the GEMM's epilogue (cuBLAS beta = 1), so the
+/// projection output is never written out and read back. In f32 the sum is rounded once,
+/// as `y + (x · wᵀ)` is; in bf16 once instead of twice (closer to exact than the two ops).
+pub fn matmul_wt_acc(
+    dev: &CudaDevice,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    y: &mut CudaStorage,
+    a: &MatmulArgs,
+) -> Result<()> {
+    gemm_wt(dev, x, w, y, a, true)
+}
+
+fn gemm_wt(
+    dev: &CudaDevice,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    y: &mut CudaStorage,
+    a: &MatmulArgs,
+    accumulate: bool,
+) -> Result<()> {
     const OP: &str = "cuda::matmul_wt";
     check::len(OP, "x", x, a.n * a.k)?;
     check::len(OP, "w", w, a.out * a.k)?;
@@ -43,6 +67,7 @@ pub fn matmul_wt(
         n: a.n,
         k: a.k,
         out: a.out,
+        accumulate,
     };
     gemm(dev, &call)
 }

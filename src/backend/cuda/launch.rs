@@ -100,9 +100,12 @@ pub(crate) struct GemmCall {
     pub n: usize,
     pub k: usize,
     pub out: usize,
+    /// `y += x · wᵀ` (beta = 1: the residual add in the GEMM's epilogue) instead of `y =`.
+    pub accumulate: bool,
 }
 
-/// Row-major `y[n, out] = x[n, k] · w[out, k]ᵀ` through `cublasGemmEx` with f32 compute.
+/// Row-major `y[n, out] = x[n, k] · w[out, k]ᵀ` (or `y +=`, see [`GemmCall::accumulate`])
+/// through `cublasGemmEx` with f32 compute.
 ///
 /// cuBLAS is column-major: row-major y is column-major yᵀ [out, n] = (w viewed k×out)ᵀ ·
 /// (x viewed k×n), i.e. op(A)=T on w with lda = k, op(B)=N on x with ldb = k, ldc = out.
@@ -121,7 +124,7 @@ pub(crate) fn gemm(dev: &CudaDevice, g: &GemmCall) -> Result<()> {
             lda: g.k,
             b: g.x,
             ldb: g.k,
-            beta: 0.0,
+            beta: if g.accumulate { 1.0 } else { 0.0 },
             c: g.y,
             ldc: g.out,
         },
