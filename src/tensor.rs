@@ -243,17 +243,26 @@ impl Tensor {
             }
             rows += t.shape[0];
         }
-        fn cat<T: Copy>(parts: Vec<Vec<T>>, n: usize) -> Vec<T> {
-            let mut out = Vec::with_capacity(n);
-            for p in parts {
-                out.extend_from_slice(&p);
-            }
-            out
+        // The first part's buffer grows to the whole matrix; each later part is appended and
+        // freed (dtypes were checked above, so the arms always match).
+        let mut parts = parts.into_iter().map(|t| t.storage);
+        let Some(Storage::Cpu(mut storage)) = parts.next() else {
+            return Err(bad(
+                "host (unpacked) matrices".into(),
+                "another storage".into(),
+            ));
+        };
+        let more = rows * cols - storage.len();
+        match &mut storage {
+            CpuStorage::F32(a) => a.reserve_exact(more),
+            CpuStorage::BF16(a) => a.reserve_exact(more),
+            CpuStorage::F16(a) => a.reserve_exact(more),
         }
-        let mut stores = Vec::with_capacity(parts.len());
-        for t in parts {
-            match t.storage {
-                Storage::Cpu(s) => stores.push(s),
+        for part in parts {
+            match (&mut storage, part) {
+                (CpuStorage::F32(a), Storage::Cpu(CpuStorage::F32(b))) => a.extend_from_slice(&b),
+                (CpuStorage::BF16(a), Storage::Cpu(CpuStorage::BF16(b))) => a.extend_from_slice(&b),
+                (CpuStorage::F16(a), Storage::Cpu(CpuStorage::F16(b))) => a.extend_from_slice(&b),
                 _ => {
                     return Err(bad(
                         "host (unpacked) matrices".into(),
@@ -262,39 +271,6 @@ impl Tensor {
                 }
             }
         }
-        let n = rows * cols;
-        let storage = match dtype {
-            DType::F32 => CpuStorage::F32(cat(
-                stores
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        CpuStorage::F32(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect(),
-                n,
-            )),
-            DType::BF16 => CpuStorage::BF16(cat(
-                stores
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        CpuStorage::BF16(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect(),
-                n,
-            )),
-            DType::F16 => CpuStorage::F16(cat(
-                stores
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        CpuStorage::F16(v) => Some(v),
-                        _ => None,
-                    })
-                    .collect(),
-                n,
-            )),
-        };
         Tensor::from_cpu(vec![rows, cols], storage)
     }
     /// Zeros of `self`'s shape, dtype and device.

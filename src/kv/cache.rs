@@ -87,32 +87,8 @@ impl KvCache {
         }
     }
 
-    /// RoPE on `q` and `k`, then K/V of every row written to `layer` at `slots` (−1 skips); one
-    /// kernel on CUDA (`ops::rope_kv_write`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn rope_write(
-        &mut self,
-        layer: usize,
-        q: &mut Tensor,
-        k: &mut Tensor,
-        v: &Tensor,
-        heads: ops::RopeHeads,
-        positions: &[i32],
-        inv_freq: &[f32],
-        slots: &[i32],
-    ) -> Result<()> {
-        match (self.k.get_mut(layer), self.v.get_mut(layer)) {
-            (Some(kc), Some(vc)) => {
-                ops::rope_kv_write(q, k, v, kc, vc, heads, positions, inv_freq, slots)
-            }
-            _ => Err(crate::error::Error::Other(format!(
-                "KV cache has no layer {layer}"
-            ))),
-        }
-    }
-
-    /// [`KvCache::rope_write`] on one fused QKV projection output (see
-    /// [`ops::rope_qkv_write`]); returns the rotated queries.
+    /// RoPE on the Q and K of one fused QKV projection output, K and V written into this
+    /// layer's cache at `slots` (see [`ops::rope_qkv_write`]); returns the rotated queries.
     pub fn rope_write_qkv(
         &mut self,
         layer: usize,
