@@ -3,9 +3,9 @@
 # OpenAI frontend (file-based discovery, no etcd or NATS) and two CPU workers; the official
 # `openai` client's requests are served by both, byte-identical to `higgs serve`; killing a
 # worker mid-stream fails that request cleanly and later requests go to the survivor; a
-# restarted worker rejoins. Builds deploy/dynamo (its own Cargo.lock) first; needs protoc
-# and libclang for bindgen (Debian `protobuf-compiler`, `libclang-dev`, installed here when
-# apt-get is there) and `pip install openai`.
+# restarted worker rejoins; a SIGTERMed worker deregisters first. Builds deploy/dynamo (its
+# own Cargo.lock) first; needs protoc and libclang for bindgen (Debian `protobuf-compiler`,
+# `libclang-dev`, installed here when apt-get is there) and `pip install openai`.
 #
 # Usage: scripts/dynamo-test.sh            (prints each check; exit 0 = all passed)
 set -euo pipefail
