@@ -2,8 +2,11 @@
 //! weights keep the dtype they were stored in (bf16, f16 or f32) and are widened inside the
 //! kernels, so a bf16 checkpoint costs 2 bytes per parameter in memory.
 //! A Linear weight on the CPU may be re-laid out once, at load, for the CPU GEMM
-//! ([`Tensor::pack_for_cpu_matmul`]); only `ops::matmul` reads that layout.
-//! May use: error, backend (the storage types of each backend).
+//! ([`Tensor::pack_for_cpu_matmul`]); only `ops::matmul` reads that layout. A Linear weight
+//! may also be quantized to FP8 E4M3 with per-row scales ([`Tensor::quantize_fp8`],
+//! `Storage::CpuFp8` on the host, an FP8 `CudaStorage` on a GPU); its dtype is
+//! [`DType::F8E4M3`], and again only `ops::matmul` reads it.
+//! May use: error, quant, backend (the storage types of each backend).
 
 use crate::error::{Error, Result};
 use half::{bf16, f16};
@@ -13,6 +16,10 @@ pub enum DType {
     F32,
     BF16,
     F16,
+    /// FP8 E4M3 codes with one f32 scale per row: a weight format only (made by
+    /// [`Tensor::quantize_fp8`], read only by `ops::matmul`), never an activation dtype and
+    /// never held by [`CpuStorage`].
+    F8E4M3,
 }
 
 impl DType {
@@ -20,6 +27,8 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::BF16 | DType::F16 => 2,
+            // The codes; the row scales add 4 bytes per row (`Tensor::storage_bytes`).
+            DType::F8E4M3 => 1,
         }
     }
     pub fn name(self) -> &'static str {
@@ -27,6 +36,7 @@ impl DType {
             DType::F32 => "f32",
             DType::BF16 => "bf16",
             DType::F16 => "f16",
+            DType::F8E4M3 => "f8e4m3",
         }
     }
 }
@@ -80,9 +90,11 @@ impl CpuStorage {
         self.read_f32(0, &mut out);
         out
     }
-    /// Convert to another dtype (round-to-nearest-even for narrowing).
+    /// Convert to another dtype (round-to-nearest-even for narrowing). `F8E4M3` is not a
+    /// dense host dtype (it needs per-row scales: [`Tensor::quantize_fp8`]), so asking for it
+    /// keeps the storage as it is; `Tensor::to_device` and `Tensor::zeros` refuse it instead.
     pub fn to_dtype(&self, dtype: DType) -> CpuStorage {
-        if self.dtype() == dtype {
+        if self.dtype() == dtype || dtype == DType::F8E4M3 {
             return self.clone();
         }
         let f = self.to_f32_vec();
@@ -90,6 +102,7 @@ impl CpuStorage {
             DType::F32 => CpuStorage::F32(f),
             DType::BF16 => CpuStorage::BF16(f.iter().map(|&x| bf16::from_f32(x)).collect()),
             DType::F16 => CpuStorage::F16(f.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::F8E4M3 => CpuStorage::F32(f), // returned above; kept total for the match
         }
     }
 }
@@ -99,6 +112,8 @@ pub enum Storage {
     Cpu(CpuStorage),
     /// A `[out, k]` weight in the CPU GEMM's panel layout (see `backend::cpu::panels`).
     CpuPanels(crate::backend::cpu::panels::PanelWeight),
+    /// A `[out, k]` weight as FP8 E4M3 codes with per-row scales (see `quant::weight`).
+    CpuFp8(crate::quant::weight::Fp8Weight),
     #[cfg(feature = "cuda")]
     Cuda(crate::backend::cuda::DeviceStorage),
 }
@@ -211,6 +226,7 @@ impl Tensor {
                 DType::F32 => CpuStorage::F32(vec![0.0; n]),
                 DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
                 DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
+                DType::F8E4M3 => return Err(fp8_dense_error("Tensor::zeros")),
             }),
             #[cfg(feature = "cuda")]
             Device::Cuda(dev) => Storage::Cuda(crate::backend::cuda::DeviceStorage {
@@ -289,10 +305,23 @@ impl Tensor {
     }
     /// A copy of `self` on `device` in `dtype`. Host-side dtype conversion; a device-to-device
     /// copy of another dtype goes through the host (weights are converted once, at load).
+    /// An FP8 weight stays FP8 whatever `dtype` says (its kernels read the codes; `dtype` is
+    /// the activations'), and no dense tensor becomes FP8 here (that is
+    /// [`Tensor::quantize_fp8`], which needs a `[out, k]` weight).
     pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Self> {
+        if let Some(w) = self.fp8_host()? {
+            return Tensor::from_fp8(self.shape.clone(), w, device);
+        }
+        if dtype == DType::F8E4M3 {
+            return Err(fp8_dense_error("Tensor::to_device"));
+        }
         let host = match (&self.storage, device) {
             (Storage::Cpu(s), _) => std::borrow::Cow::Borrowed(s),
             (Storage::CpuPanels(p), _) => std::borrow::Cow::Owned(p.unpack()),
+            // Taken by `fp8_host` above; kept so the match needs no panic.
+            (Storage::CpuFp8(w), _) => {
+                return Tensor::from_fp8(self.shape.clone(), w.clone(), device)
+            }
             #[cfg(feature = "cuda")]
             (Storage::Cuda(s), _) => std::borrow::Cow::Owned(s.data.to_cpu()?),
         };
@@ -336,13 +365,14 @@ impl Tensor {
         match &self.storage {
             Storage::Cpu(s) => s.dtype(),
             Storage::CpuPanels(p) => p.dtype(),
+            Storage::CpuFp8(_) => DType::F8E4M3,
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match &self.storage {
-            Storage::Cpu(_) | Storage::CpuPanels(_) => Device::Cpu,
+            Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => Device::Cpu,
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => Device::Cuda(s.dev.clone()),
         }
@@ -376,7 +406,7 @@ impl Tensor {
     pub fn cpu(&self) -> Result<&CpuStorage> {
         match &self.storage {
             Storage::Cpu(s) => Ok(s),
-            Storage::CpuPanels(_) => Err(packed_error()),
+            Storage::CpuPanels(_) | Storage::CpuFp8(_) => Err(packed_error()),
             #[cfg(feature = "cuda")]
             _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
         }
@@ -384,7 +414,7 @@ impl Tensor {
     pub fn cpu_mut(&mut self) -> Result<&mut CpuStorage> {
         match &mut self.storage {
             Storage::Cpu(s) => Ok(s),
-            Storage::CpuPanels(_) => Err(packed_error()),
+            Storage::CpuPanels(_) | Storage::CpuFp8(_) => Err(packed_error()),
             #[cfg(feature = "cuda")]
             _ => Err(Error::Unsupported("tensor is not on the CPU".into())),
         }
@@ -409,6 +439,81 @@ impl Tensor {
             },
         }
     }
+    /// A rank-2 `[out, k]` weight as FP8 E4M3 with one scale per output row (see
+    /// `quant::weight`), on the CPU. A panel-packed weight is unpacked first; an FP8 weight is
+    /// returned as it is. FP8 weights are never panel-packed: the CPU matmul dequantizes
+    /// them row block by row block into the row-major GEMM's f32 buffer instead.
+    pub fn quantize_fp8(self) -> Result<Tensor> {
+        if self.shape.len() != 2 {
+            return Err(Error::Shape {
+                op: "Tensor::quantize_fp8",
+                arg: "self",
+                expected: "a rank-2 [out, k] weight".into(),
+                got: format!("{:?}", self.shape),
+            });
+        }
+        let (out, k) = (self.shape[0], self.shape[1]);
+        let w = match &self.storage {
+            Storage::CpuFp8(_) => return Ok(self),
+            Storage::Cpu(s) => {
+                crate::quant::weight::Fp8Weight::quantize(out, k, |r, buf| s.read_f32(r * k, buf))?
+            }
+            Storage::CpuPanels(p) => {
+                let s = p.unpack();
+                crate::quant::weight::Fp8Weight::quantize(out, k, |r, buf| s.read_f32(r * k, buf))?
+            }
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => {
+                return Err(Error::Unsupported(
+                    "Tensor::quantize_fp8: quantize on the host, before the upload".into(),
+                ))
+            }
+        };
+        Ok(Tensor {
+            shape: self.shape,
+            storage: Storage::CpuFp8(w),
+        })
+    }
+
+    /// An FP8 weight placed on `device` (uploaded as codes + scales on a GPU).
+    fn from_fp8(
+        shape: Vec<usize>,
+        w: crate::quant::weight::Fp8Weight,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let storage = match device {
+            Device::Cpu => Storage::CpuFp8(w),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(dev) => Storage::Cuda(crate::backend::cuda::DeviceStorage {
+                dev: dev.clone(),
+                data: crate::backend::cuda::CudaStorage::from_fp8(dev, &w)?,
+            }),
+        };
+        Ok(Tensor { shape, storage })
+    }
+
+    /// The host copy of an FP8 weight (downloaded from a GPU); `None` for any other tensor.
+    fn fp8_host(&self) -> Result<Option<crate::quant::weight::Fp8Weight>> {
+        match &self.storage {
+            Storage::CpuFp8(w) => Ok(Some(w.clone())),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.data.to_fp8_host(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Bytes the storage holds (an FP8 weight's row scales included, packing padding not).
+    pub fn storage_bytes(&self) -> usize {
+        match &self.storage {
+            Storage::CpuFp8(w) => w.byte_count(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) if s.dtype() == DType::F8E4M3 => {
+                self.elem_count() + 4 * self.shape.first().copied().unwrap_or(0)
+            }
+            _ => self.elem_count() * self.dtype().size_bytes(),
+        }
+    }
+
     /// f32 view of a CPU f32 tensor.
     pub fn as_f32(&self) -> Result<&[f32]> {
         match self.cpu()? {
@@ -437,6 +542,7 @@ impl Tensor {
         match &self.storage {
             Storage::Cpu(s) => Ok(s.to_f32_vec()),
             Storage::CpuPanels(p) => Ok(p.unpack().to_f32_vec()),
+            Storage::CpuFp8(w) => Ok(w.dequantize()),
             #[cfg(feature = "cuda")]
             Storage::Cuda(s) => {
                 let v = s.data.to_f32_vec()?;
@@ -448,7 +554,15 @@ impl Tensor {
 
 fn packed_error() -> Error {
     Error::Unsupported(
-        "tensor is a weight packed for the CPU matmul (only matmul reads it; to_f32_vec unpacks)"
+        "tensor is a weight packed for the CPU matmul or quantized to FP8 (only matmul reads it; \
+         to_f32_vec unpacks or dequantizes)"
             .into(),
     )
+}
+
+fn fp8_dense_error(op: &str) -> Error {
+    Error::Unsupported(format!(
+        "{op}: f8e4m3 is a weight format with per-row scales (Tensor::quantize_fp8 makes it \
+         from a [out, k] weight), not a dense dtype"
+    ))
 }

@@ -243,6 +243,12 @@ impl ModelWeights {
                             s
                         }
                     }
+                    DType::F8E4M3 => {
+                        return Err(Error::Unsupported(
+                            "random f8e4m3 weights: build bf16 ones and quantize their linears"
+                                .into(),
+                        ))
+                    }
                 };
                 Tensor::from_cpu(shape.to_vec(), storage)
             },

@@ -8,7 +8,7 @@ use crate::tensor::{Storage, Tensor};
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     check_shape("silu_mul", "up", up, gate.shape())?;
     match gate.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; gate.elem_count()];
             cpu::act::silu_mul(gate.as_f32()?, up.as_f32()?, &mut y);
             Tensor::from_f32(gate.shape().to_vec(), y)

@@ -269,7 +269,7 @@ pub fn paged_attention(
         )?;
     }
     match q.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; n * n_heads * head_dim];
             cpu::attention::paged_attention(
                 q.as_f32()?,

@@ -9,7 +9,7 @@ pub fn embed_text(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
     let (vocab, h) = table.dims2();
     check_index("embed_text", "ids", ids.iter().map(|&i| i as usize), vocab)?;
     match table.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let t = table.cpu()?;
             let mut y = vec![0f32; ids.len() * h];
             cpu::embed::embed_text(t, h, ids, &mut y);
@@ -65,7 +65,7 @@ pub fn embed_audio(
     let n = codes.len() / n_codebooks.max(1);
     check_len("embed_audio", "codes", codes.len(), n * n_codebooks)?;
     match table.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let t = table.cpu()?;
             let mut y = vec![0f32; n * h];
             cpu::embed::embed_audio(t, h, rows_per_codebook, n_codebooks, codes, avg, &mut y);

@@ -9,7 +9,7 @@ pub fn rmsnorm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     let h = w.elem_count();
     let n = check_rank2("rmsnorm", "x", x, h)?;
     match x.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; n * h];
             cpu::rmsnorm::rmsnorm(x.as_f32()?, h, w.cpu()?, eps, &mut y);
             Tensor::from_f32(vec![n, h], y)

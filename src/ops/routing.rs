@@ -9,7 +9,7 @@ pub fn gather_rows(x: &Tensor, idx: &[u32]) -> Result<Tensor> {
     let (n, h) = x.dims2();
     check_index("gather_rows", "idx", idx.iter().map(|&i| i as usize), n)?;
     match x.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; idx.len() * h];
             cpu::dual_ffn::gather_rows(x.as_f32()?, h, idx, &mut y);
             Tensor::from_f32(vec![idx.len(), h], y)
@@ -91,7 +91,7 @@ pub fn select_rows(mask: &[u32], if_set: &Tensor, if_clear: &Tensor) -> Result<T
     super::check_len("select_rows", "if_clear rows", if_clear.dims2().0, n)?;
     super::check_len("select_rows", "mask", mask.len(), n)?;
     match if_set.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; n * h];
             cpu::dual_ffn::select_rows(mask, h, if_set.as_f32()?, if_clear.as_f32()?, &mut y);
             Tensor::from_f32(vec![n, h], y)
@@ -132,6 +132,10 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
         Storage::CpuPanels(p) => Ok(Tensor::from_storage(
             x.shape().to_vec(),
             Storage::CpuPanels(p.clone()),
+        )),
+        Storage::CpuFp8(w) => Ok(Tensor::from_storage(
+            x.shape().to_vec(),
+            Storage::CpuFp8(w.clone()),
         )),
         #[cfg(feature = "cuda")]
         Storage::Cuda(s) => Ok(Tensor::from_storage(

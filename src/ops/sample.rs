@@ -58,7 +58,9 @@ pub fn draw_audio(
         return Ok(Some(Vec::new()));
     }
     match logits.storage() {
-        crate::tensor::Storage::Cpu(_) | crate::tensor::Storage::CpuPanels(_) => {
+        crate::tensor::Storage::Cpu(_)
+        | crate::tensor::Storage::CpuPanels(_)
+        | crate::tensor::Storage::CpuFp8(_) => {
             let _ = suppress; // the host path reads each request's own list
             Ok(None)
         }

@@ -2,7 +2,8 @@
 //! HuBERT, the codec's im2col convolutions). The product goes through `matrixmultiply`'s packed
 //! sgemm (BLIS-style: packed panels, a register-blocked AVX2/FMA micro-kernel chosen at run
 //! time). rayon splits the output features into blocks, one single-threaded sgemm each; weights
-//! stored as bf16/f16 are widened block by block into a reused f32 buffer.
+//! stored as bf16/f16 are widened (FP8 E4M3 ones dequantized) block by block into a reused f32
+//! buffer.
 
 use super::SyncPtr;
 use crate::tensor::CpuStorage;
@@ -31,6 +32,20 @@ impl WeightRows for CpuStorage {
     }
     fn len(&self) -> usize {
         CpuStorage::len(self)
+    }
+}
+
+/// FP8 weights are decoded (table lookup times the row's scale) as the GEMM widens bf16:
+/// per block of rows, into the reused f32 buffer.
+impl WeightRows for crate::quant::weight::Fp8Weight {
+    fn read(&self, start: usize, out: &mut [f32]) {
+        self.read_f32(start, out)
+    }
+    fn as_f32(&self) -> Option<&[f32]> {
+        None
+    }
+    fn len(&self) -> usize {
+        self.codes().len()
     }
 }
 

@@ -57,7 +57,9 @@ fn gemm_wt(
     let ty = match x.dtype() {
         DType::BF16 => GemmType::Bf16,
         DType::F32 => GemmType::F32,
-        DType::F16 => return Err(Error::Unsupported(format!("{OP}: f16"))),
+        DType::F16 | DType::F8E4M3 => {
+            return Err(Error::Unsupported(format!("{OP}: {}", x.dtype().name())))
+        }
     };
     let call = GemmCall {
         ty,

@@ -13,6 +13,7 @@ pub mod device;
 pub mod dual_ffn;
 pub mod elementwise;
 pub mod embed;
+pub mod fp8_gemv;
 pub mod gemm;
 pub mod kv_cache;
 mod launch;

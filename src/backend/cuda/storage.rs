@@ -1,5 +1,6 @@
 //! `CudaStorage`: a device buffer of one activation/weight dtype (f32, or bf16 held as its raw
-//! u16 bits), plus host upload/download. `Tensor` (src/tensor.rs) wraps it in `Storage::Cuda`.
+//! u16 bits), or an FP8 E4M3 weight (codes + per-row f32 scales, read only by
+//! `fp8_gemv.rs`), plus host upload/download. `Tensor` (src/tensor.rs) wraps it in `Storage::Cuda`.
 //! Index buffers (ids, positions, slot mappings, block tables, masks) are plain
 //! `CudaSlice<i32>` / `CudaSlice<u8>` made with [`CudaDevice::upload`].
 //! May use: device, tensor, error.
@@ -10,6 +11,7 @@ use half::bf16;
 use super::device::CudaDevice;
 use super::launch;
 use crate::error::{Error, Result};
+use crate::quant::weight::Fp8Weight;
 use crate::tensor::{CpuStorage, DType};
 
 #[derive(Debug)]
@@ -17,6 +19,12 @@ pub enum CudaStorage {
     F32(CudaSlice<f32>),
     /// bf16 bit patterns (cudarc has no bf16 `DeviceRepr` without its `f16` feature).
     BF16(CudaSlice<u16>),
+    /// A `[out, k]` weight: `out · k` E4M3 codes, row-major, and `out` f32 scales.
+    F8E4M3 {
+        codes: CudaSlice<u8>,
+        scales: CudaSlice<f32>,
+        k: usize,
+    },
 }
 
 fn dl_err(e: impl std::fmt::Display) -> Error {
@@ -31,6 +39,7 @@ impl CudaStorage {
         match self {
             CudaStorage::F32(_) => DType::F32,
             CudaStorage::BF16(_) => DType::BF16,
+            CudaStorage::F8E4M3 { .. } => DType::F8E4M3,
         }
     }
 
@@ -38,6 +47,7 @@ impl CudaStorage {
         match self {
             CudaStorage::F32(s) => s.len(),
             CudaStorage::BF16(s) => s.len(),
+            CudaStorage::F8E4M3 { codes, .. } => codes.len(),
         }
     }
 
@@ -51,6 +61,7 @@ impl CudaStorage {
             DType::F32 => Ok(CudaStorage::F32(dev.alloc_zeros::<f32>(n)?)),
             DType::BF16 => Ok(CudaStorage::BF16(dev.alloc_zeros::<u16>(n)?)),
             DType::F16 => Err(unsupported_f16()),
+            DType::F8E4M3 => Err(unsupported_fp8("CudaStorage::zeros")),
         }
     }
 
@@ -63,6 +74,7 @@ impl CudaStorage {
             DType::F32 => Ok(CudaStorage::F32(dev.alloc_uninit::<f32>(n)?)),
             DType::BF16 => Ok(CudaStorage::BF16(dev.alloc_uninit::<u16>(n)?)),
             DType::F16 => Err(unsupported_f16()),
+            DType::F8E4M3 => Err(unsupported_fp8("CudaStorage::uninit")),
         }
     }
 
@@ -104,6 +116,7 @@ impl CudaStorage {
                 Ok(CudaStorage::BF16(dev.upload(&bits)?))
             }
             DType::F16 => Err(unsupported_f16()),
+            DType::F8E4M3 => Err(unsupported_fp8("CudaStorage::from_f32")),
         }
     }
 
@@ -118,7 +131,35 @@ impl CudaStorage {
         }
     }
 
-    /// Downloads into host storage of the same dtype (synchronises the stream).
+    /// Uploads an FP8 weight's codes and scales.
+    pub fn from_fp8(dev: &CudaDevice, w: &Fp8Weight) -> Result<Self> {
+        let (_, k) = w.dims();
+        Ok(CudaStorage::F8E4M3 {
+            codes: dev.upload(w.codes())?,
+            scales: dev.upload(w.scales())?,
+            k,
+        })
+    }
+
+    /// The host copy of an FP8 weight (synchronises the stream); `None` for other dtypes.
+    pub fn to_fp8_host(&self) -> Result<Option<Fp8Weight>> {
+        match self {
+            CudaStorage::F8E4M3 { codes, scales, k } => {
+                let (codes, scales) = (download(codes)?, download(scales)?);
+                Ok(Some(Fp8Weight::from_parts(
+                    scales.len(),
+                    *k,
+                    codes,
+                    scales,
+                )?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Downloads into host storage of the same dtype (synchronises the stream); an FP8
+    /// weight comes back dequantized to f32 (host storage has no FP8 dtype; `Tensor::to_device`
+    /// keeps FP8 through [`CudaStorage::to_fp8_host`]).
     pub fn to_cpu(&self) -> Result<CpuStorage> {
         match self {
             CudaStorage::F32(s) => Ok(CpuStorage::F32(download(s)?)),
@@ -128,6 +169,12 @@ impl CudaStorage {
                     bits.into_iter().map(bf16::from_bits).collect(),
                 ))
             }
+            CudaStorage::F8E4M3 { .. } => {
+                let w = self
+                    .to_fp8_host()?
+                    .ok_or_else(|| unsupported_fp8("to_cpu"))?;
+                Ok(CpuStorage::F32(w.dequantize()))
+            }
         }
     }
 
@@ -136,11 +183,12 @@ impl CudaStorage {
         Ok(self.to_cpu()?.to_f32_vec())
     }
 
-    /// Raw device address for a kernel params struct.
+    /// Raw device address for a kernel params struct (an FP8 weight's codes).
     pub(crate) fn ptr(&self, dev: &CudaDevice) -> u64 {
         match self {
             CudaStorage::F32(s) => launch::ptr(dev, s),
             CudaStorage::BF16(s) => launch::ptr(dev, s),
+            CudaStorage::F8E4M3 { codes, .. } => launch::ptr(dev, codes),
         }
     }
 }
@@ -153,6 +201,13 @@ fn download<T: cudarc::driver::DeviceRepr>(s: &CudaSlice<T>) -> Result<Vec<T>> {
 
 fn unsupported_f16() -> Error {
     Error::Unsupported("f16 tensors on the CUDA backend (use bf16 or f32)".into())
+}
+
+fn unsupported_fp8(op: &str) -> Error {
+    Error::Unsupported(format!(
+        "{op}: f8e4m3 is a weight format (codes + row scales, uploaded by from_fp8), not a \
+         dense buffer dtype"
+    ))
 }
 
 /// Shared argument checks of the per-family files, written once (STYLE §4.7).
@@ -231,11 +286,11 @@ pub(crate) fn by_dtype(
     match dtype {
         DType::BF16 => Ok(bf16),
         DType::F32 => Ok(f32),
-        DType::F16 => Err(Error::DType {
+        DType::F16 | DType::F8E4M3 => Err(Error::DType {
             op,
             arg: "x",
             expected: "bf16 or f32".into(),
-            got: "f16".into(),
+            got: dtype.name().into(),
         }),
     }
 }
@@ -264,6 +319,7 @@ impl DeviceStorage {
             CudaStorage::BF16(s) => {
                 CudaStorage::BF16(stream.clone_dtod(&s.slice(..n)).map_err(copy_err)?)
             }
+            CudaStorage::F8E4M3 { .. } => return Err(unsupported_fp8("copy_prefix")),
         };
         Ok(DeviceStorage {
             dev: self.dev.clone(),
