@@ -20,6 +20,7 @@ mod dual_ffn;
 mod http;
 mod kernel_report;
 mod peaks;
+pub mod quality;
 pub mod report;
 mod roofline;
 pub mod serve;
@@ -49,6 +50,15 @@ pub struct BenchArgs {
     /// Weight dtype.
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    /// Linear weights after building: none, or fp8 (E4M3, per-channel scales; the audio head,
+    /// embeddings and norms stay in --dtype).
+    #[arg(long, default_value = "none")]
+    quantization: crate::quant::Quantization,
+    /// Instead of timing: the quantization quality gate (teacher-forced logits cosine and max
+    /// relative error per head, greedy-code agreement over --steps) of --quantization against
+    /// the same random weights unquantized.
+    #[arg(long)]
+    quality: bool,
     /// Device: cpu, or cuda (GPU 0; needs a build with --features cuda).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     device: String,
@@ -308,12 +318,43 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         DType::BF16
     };
+    let quantization = a.quantization;
+    if a.quality {
+        if quantization == crate::quant::Quantization::None {
+            bail!("--quality compares a quantized model with the unquantized one: add --quantization fp8");
+        }
+        let r = quality::run(
+            &a.shape,
+            dtype,
+            &device,
+            quantization,
+            a.prompt_len,
+            a.steps,
+        )?;
+        println!(
+            "higgs bench --quality: shape {}, dtype {}, --quantization {quantization}, device {}, {} steps",
+            a.shape,
+            a.dtype,
+            device.name(),
+            a.steps
+        );
+        println!("{r}");
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.what.as_deref() == Some("serve") {
+        if quantization != crate::quant::Quantization::None {
+            bail!(
+                "--quantization applies to the step benchmark and --quality, not to `bench serve`"
+            );
+        }
         serve::run(&a.shape, dtype, device, &a.serve)?;
         return Ok(ExitCode::SUCCESS);
     }
     let overrides = a.dual_ffn_flags.overrides()?;
     let roofline_mode = a.kernels && (device.is_cpu() || a.report.is_some());
+    if roofline_mode && quantization != crate::quant::Quantization::None {
+        bail!("--quantization is not supported by the --kernels roofline report (it builds its own weights)");
+    }
     if roofline_mode {
         return roofline::run(&a, dtype, &device, &overrides);
     }
@@ -321,8 +362,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     // Overrides are checked against the shape before any weight is built.
     overrides.layer_kinds(&cfg, |i| cfg.has_audio_ffn(i))?;
     let t0 = Instant::now();
-    let mut w = ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
-        .context("building random weights")?;
+    let mut w = if quantization == crate::quant::Quantization::None {
+        ModelWeights::random_on(&cfg, dtype, 1234, 0.02, &device)
+            .context("building random weights")?
+    } else {
+        // Quantized on the host from the same values, then uploaded (FP8 stays FP8).
+        let w = ModelWeights::random(&cfg, dtype, 1234, 0.02)
+            .context("building random weights")?
+            .quantize(quantization)?;
+        if device.is_cpu() {
+            w
+        } else {
+            w.to_device(&device, dtype)?
+        }
+    };
     let kinds = w.apply_overrides(&mut cfg, &overrides)?;
     eprintln!(
         "{}",
@@ -339,7 +392,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "built {} random weights {where_} ({:.2} B params, {:.1} GB) in {:.1} s",
         a.shape,
         params as f64 / 1e9,
-        (params * dtype.size_bytes()) as f64 / 1e9,
+        w.byte_count() as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     );
     let step_bytes = audio_step_weight_bytes(&w);
@@ -393,7 +446,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         format!("cuda ({})", device.name())
     };
     println!(
-        "higgs bench: shape {} ({:.2} B params), dtype {}, device {dev_desc}, commit {}",
+        "higgs bench: shape {} ({:.2} B params), dtype {}, quantization {quantization}, device {dev_desc}, commit {}",
         a.shape,
         params as f64 / 1e9,
         a.dtype,

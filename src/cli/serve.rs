@@ -54,6 +54,11 @@ pub struct ServeArgs {
     max_imbalance: usize,
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    /// Linear weights after load: none, or fp8 (E4M3 with one scale per output channel,
+    /// W8A16: attention, FFNs, audio projector and text head; the audio head, embeddings,
+    /// norms and codec keep their dtype).
+    #[arg(long, default_value = "none")]
+    quantization: crate::quant::Quantization,
     #[command(flatten)]
     dual_ffn: super::dual_ffn_flags::DualFfnFlags,
     /// The name clients send as `model` (default: the model folder's name or the HF id).
@@ -266,6 +271,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             prefix_caching: !a.no_prefix_cache,
         },
         overrides,
+        quantization: a.quantization,
     };
     let served = a.served_model_name.clone().unwrap_or_else(|| {
         let p = std::path::Path::new(&a.model);
@@ -282,13 +288,18 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let engines = start_engines(&a, spec)?;
     let cuda = !a.devices.is_empty() || a.device == "cuda";
     eprintln!(
-        "higgs serve: loaded `{served}` in {:.1} s ({}{}, {} replica{})",
+        "higgs serve: loaded `{served}` in {:.1} s ({}{}{}, {} replica{})",
         t0.elapsed().as_secs_f64(),
         if cuda { "cuda" } else { "cpu" },
         if cuda {
             format!(", {}", a.dtype)
         } else {
             String::new()
+        },
+        if a.quantization == crate::quant::Quantization::None {
+            String::new()
+        } else {
+            format!(", {} linears", a.quantization)
         },
         engines.len(),
         if engines.len() == 1 { "" } else { "s" }

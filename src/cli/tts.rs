@@ -103,6 +103,11 @@ pub struct TtsArgs {
     /// Weight and activation dtype on CUDA (the CPU computes in f32 with the stored weights).
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    /// Linear weights after load: none, or fp8 (E4M3 with one scale per output channel,
+    /// W8A16: attention, FFNs, audio projector and text head; the audio head, embeddings,
+    /// norms and codec keep their dtype).
+    #[arg(long, default_value = "none")]
+    quantization: crate::quant::Quantization,
     #[command(flatten)]
     quiet: QuietArg,
     #[command(flatten)]
@@ -194,17 +199,21 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         overrides,
+        quantization: a.quantization,
     };
     let t0 = Instant::now();
     let loading = report.spinner("loading model and codec");
     let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default());
     loading.finish_and_clear();
     let handle = handle?;
-    let device_name = if a.device == "cpu" {
+    let mut device_name = if a.device == "cpu" {
         "cpu".to_string()
     } else {
         format!("cuda, {}", a.dtype)
     };
+    if a.quantization != crate::quant::Quantization::None {
+        device_name += &format!(", {} linears", a.quantization);
+    }
     report.line(format_args!(
         "loaded model and codec in {:.1} s ({device_name})",
         t0.elapsed().as_secs_f64()

@@ -12,6 +12,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::layer_overrides::{describe, LayerOverrides};
 use crate::model::{LoadOptions, Model, ModelWeights};
+use crate::quant::Quantization;
 use crate::tensor::{DType, Device};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::hub::resolve_model;
@@ -33,6 +34,8 @@ pub struct LoadSpec {
     pub engine: EngineConfig,
     /// DualFFN research overrides of the checkpoint's layer table (default: none).
     pub overrides: LayerOverrides,
+    /// Linear weights re-stored after load (`--quantization`; default none).
+    pub quantization: Quantization,
 }
 
 impl LoadSpec {
@@ -91,6 +94,9 @@ impl LoadSpec {
                 describe(&kinds, self.overrides.audio_ffn)
             );
         }
+        // On the host, before the upload: FP8 weights are quantized from the loaded values
+        // and stay FP8 through `to_device`.
+        w = w.quantize(self.quantization)?;
         if !device.is_cpu() {
             w = w.to_device(&device, self.dtype)?;
         }

@@ -9,10 +9,11 @@ mod dual_ffn;
 mod graph;
 mod layer;
 mod llm;
+pub mod quantize;
 mod sub_batch;
 mod weights;
 
 pub use batch::{BatchInputs, RowInput};
 pub use dual_ffn::{DualFfnStrategy, LayerRouting, RoutingStats};
 pub use llm::{ForwardOptions, ForwardOutput, Model};
-pub use weights::{AudioBranch, FfnWeights, LayerWeights, LoadOptions, ModelWeights};
+pub use weights::{AudioBranch, FfnWeights, LayerWeights, LinearRole, LoadOptions, ModelWeights};

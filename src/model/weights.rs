@@ -48,6 +48,21 @@ pub struct ModelWeights {
     pub audio_head: Tensor,
 }
 
+/// Which Linear weight [`ModelWeights::map_linears`] hands its closure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearRole {
+    /// q, k, v, o projections.
+    Attention,
+    /// The text FFN (gate, up, down).
+    Ffn,
+    /// A dual layer's audio FFN (gate, up, down).
+    AudioFfn,
+    AudioProjector,
+    TextHead,
+    /// The 8 codebooks' logits head.
+    AudioHead,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
     /// Convert every weight to this dtype at load (None keeps the stored dtype).
@@ -306,42 +321,46 @@ impl ModelWeights {
     /// for the CPU GEMM, once (see [`Tensor::pack_for_cpu_matmul`]); norms and embedding
     /// tables stay row-major. Weights on a GPU are returned as they are.
     pub fn pack_linears_for_cpu(self) -> Self {
-        match self.map_linears(|t| Ok::<_, std::convert::Infallible>(t.pack_for_cpu_matmul())) {
+        match self.map_linears(|_, t| Ok::<_, std::convert::Infallible>(t.pack_for_cpu_matmul())) {
             Ok(w) => w,
             Err(never) => match never {},
         }
     }
 
     /// Every Linear weight (projections, FFNs, the audio projector, both heads) passed
-    /// through `f`, in load order; norms and embedding tables are kept as they are. The one
-    /// place that knows which tensors are matmul weights: packing for the CPU GEMM and
-    /// quantization both go through it.
+    /// through `f` with its [`LinearRole`], in load order; norms and embedding tables are
+    /// kept as they are. The one place that knows which tensors are matmul weights: packing
+    /// for the CPU GEMM and quantization both go through it.
     pub fn map_linears<E>(
         self,
-        mut f: impl FnMut(Tensor) -> std::result::Result<Tensor, E>,
+        mut f: impl FnMut(LinearRole, Tensor) -> std::result::Result<Tensor, E>,
     ) -> std::result::Result<Self, E> {
-        let ffn = |w: FfnWeights, f: &mut dyn FnMut(Tensor) -> std::result::Result<Tensor, E>| {
+        type MapFn<'a, E> = dyn FnMut(LinearRole, Tensor) -> std::result::Result<Tensor, E> + 'a;
+        let ffn = |w: FfnWeights, role: LinearRole, f: &mut MapFn<'_, E>| {
             Ok(FfnWeights {
-                gate_up: f(w.gate_up)?,
-                down: f(w.down)?,
+                gate_up: f(role, w.gate_up)?,
+                down: f(role, w.down)?,
             })
         };
-        let audio_projector = self.audio_projector.map(&mut f).transpose()?;
+        let audio_projector = self
+            .audio_projector
+            .map(|t| f(LinearRole::AudioProjector, t))
+            .transpose()?;
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in self.layers {
             layers.push(LayerWeights {
                 kind: l.kind,
                 input_norm: l.input_norm,
                 post_norm: l.post_norm,
-                qkv: f(l.qkv)?,
-                o: f(l.o)?,
-                ffn: ffn(l.ffn, &mut f)?,
+                qkv: f(LinearRole::Attention, l.qkv)?,
+                o: f(LinearRole::Attention, l.o)?,
+                ffn: ffn(l.ffn, LinearRole::Ffn, &mut f)?,
                 audio: match l.audio {
                     Some(a) => Some(AudioBranch {
                         input_norm: a.input_norm,
                         post_norm: a.post_norm,
                         ffn: match a.ffn {
-                            Some(w) => Some(ffn(w, &mut f)?),
+                            Some(w) => Some(ffn(w, LinearRole::AudioFfn, &mut f)?),
                             None => None,
                         },
                     }),
@@ -355,8 +374,8 @@ impl ModelWeights {
             audio_projector,
             layers,
             norm: self.norm,
-            text_head: f(self.text_head)?,
-            audio_head: f(self.audio_head)?,
+            text_head: f(LinearRole::TextHead, self.text_head)?,
+            audio_head: f(LinearRole::AudioHead, self.audio_head)?,
         })
     }
 

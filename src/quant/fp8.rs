@@ -54,6 +54,20 @@ pub fn decode(c: u8) -> f32 {
     f32::from_bits(TABLE[c as usize])
 }
 
+/// 2^120: moves an E4M3 exponent (bias 7) to f32's (bias 127).
+const REBIAS: f32 = f32::from_bits((120 + 127) << 23);
+
+/// [`decode`] by bit arithmetic, for every code but the NaNs (0x7F / 0xFF come out as ±480):
+/// the 7 magnitude bits go to the top of an f32's exponent and mantissa and the product by
+/// 2^120 rebiases the exponent, exactly (a power of two, the result is normal; E4M3 subnormals
+/// land on f32 subnormals and come out right too). No table, so the compiler vectorises it:
+/// the CPU GEMM's FP8 weight stream decodes at SIMD width instead of one lookup per element.
+#[inline(always)]
+pub fn decode_finite(c: u8) -> f32 {
+    let c = c as u32;
+    f32::from_bits(((c & 0x80) << 24) | ((c & 0x7F) << 20)) * REBIAS
+}
+
 /// Nearest E4M3 code to `x` (ties to even), saturating to ±448; NaN gives [`NAN_CODE`].
 pub fn encode(x: f32) -> u8 {
     if x.is_nan() {
@@ -104,6 +118,15 @@ mod tests {
             } else {
                 assert!(v.is_finite(), "code {c:#04x}");
                 assert_eq!(encode(v), c, "code {c:#04x} decodes to {v:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn bit_decode_matches_the_table() {
+        for c in 0..=255u8 {
+            if !is_nan_code(c) {
+                assert_eq!(decode_finite(c).to_bits(), decode(c).to_bits(), "{c:#04x}");
             }
         }
     }

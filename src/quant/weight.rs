@@ -88,7 +88,8 @@ impl Fp8Weight {
         Self::quantize(out, k, |r, buf| buf.copy_from_slice(&w[r * k..(r + 1) * k]))
     }
 
-    /// A weight from its parts (e.g. downloaded from a device), checked for size.
+    /// A weight from its parts (e.g. downloaded from a device), checked for size, NaN codes
+    /// and non-finite scales.
     pub fn from_parts(out: usize, k: usize, codes: Vec<u8>, scales: Vec<f32>) -> Result<Self> {
         if codes.len() != out * k || scales.len() != out {
             return Err(Error::Shape {
@@ -97,6 +98,17 @@ impl Fp8Weight {
                 expected: format!("{} codes and {out} scales", out * k),
                 got: format!("{} codes and {} scales", codes.len(), scales.len()),
             });
+        }
+        if let Some(i) = codes.iter().position(|&c| c & 0x7F == fp8::NAN_CODE) {
+            return Err(Error::Unsupported(format!(
+                "Fp8Weight::from_parts: code {i} is NaN"
+            )));
+        }
+        if let Some(r) = scales.iter().position(|s| !s.is_finite()) {
+            return Err(Error::Unsupported(format!(
+                "Fp8Weight::from_parts: scale of row {r} is {}",
+                scales[r]
+            )));
         }
         Ok(Fp8Weight {
             out,
@@ -132,8 +144,10 @@ impl Fp8Weight {
             let (row, col) = (at / k, at % k);
             let run = (k - col).min(dst.len() - i);
             let s = self.scales[row];
+            // Codes are never NaN (quantize cannot make one, from_parts refuses them), so the
+            // vectorisable bit decode is exact here.
             for (d, &c) in dst[i..i + run].iter_mut().zip(&self.codes[at..at + run]) {
-                *d = fp8::decode(c) * s;
+                *d = fp8::decode_finite(c) * s;
             }
             i += run;
         }
@@ -234,6 +248,15 @@ mod tests {
         let w = vec![1.0, 2.0, f32::NAN, 3.0];
         let e = Fp8Weight::quantize_f32(&w, 2, 2).unwrap_err().to_string();
         assert!(e.contains("row 1"), "{e}");
+    }
+
+    #[test]
+    fn from_parts_refuses_nan_codes() {
+        assert!(Fp8Weight::from_parts(1, 2, vec![0x38, 0x7F], vec![1.0]).is_err());
+        assert!(Fp8Weight::from_parts(1, 2, vec![0x38, 0xFF], vec![1.0]).is_err());
+        assert!(Fp8Weight::from_parts(1, 2, vec![0x38, 0x38], vec![f32::NAN]).is_err());
+        let w = Fp8Weight::from_parts(1, 2, vec![0x38, 0xBC], vec![2.0]).unwrap();
+        assert_eq!(w.dequantize(), vec![2.0, -3.0]);
     }
 
     #[test]

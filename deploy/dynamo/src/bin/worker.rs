@@ -119,6 +119,8 @@ fn load(a: &Args) -> anyhow::Result<AppState> {
         },
         // The checkpoint's own DualFFN layer table (research overrides are `higgs serve` flags).
         overrides: Default::default(),
+        // Weights as loaded (`--quantization` is a `higgs serve` / `higgs tts` flag).
+        quantization: Default::default(),
         engine: EngineConfig {
             num_blocks: a.max_context.div_ceil(block_size),
             block_size,
