@@ -50,7 +50,7 @@ pub fn silu_mul_fused(gate_up: &Tensor) -> Result<Tensor> {
     let n = super::check_rank2("silu_mul_fused", "gate_up", gate_up, two_f)?;
     let cols = two_f / 2;
     match gate_up.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let mut y = vec![0f32; n * cols];
             cpu::act::silu_mul_fused(gate_up.as_f32()?, cols, &mut y);
             Tensor::from_f32(vec![n, cols], y)

@@ -65,7 +65,7 @@ pub fn matmul_add(y: &mut Tensor, x: &Tensor, w: &Tensor) -> Result<()> {
     let yn = check_rank2("matmul_add", "y", y, out)?;
     super::check_len("matmul_add", "y rows", yn, n)?;
     match x.storage() {
-        Storage::Cpu(_) | Storage::CpuPanels(_) => {
+        Storage::Cpu(_) | Storage::CpuPanels(_) | Storage::CpuFp8(_) => {
             let p = matmul(x, w)?;
             super::add_inplace(y, &p)
         }
@@ -78,6 +78,11 @@ pub fn matmul_add(y: &mut Tensor, x: &Tensor, w: &Tensor) -> Result<()> {
                 return Ok(());
             }
             let ws = on("matmul_add", "w", dev, w)?;
+            if ws.dtype() == crate::tensor::DType::F8E4M3 {
+                // The FP8 GEMV has no accumulating epilogue: product, then the add.
+                let p = matmul(x, w)?;
+                return super::add_inplace(y, &p);
+            }
             matmul_wt_acc(
                 dev,
                 &xs.data,
