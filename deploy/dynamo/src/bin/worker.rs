@@ -67,6 +67,9 @@ struct Args {
     cuda_device: usize,
     #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
     dtype: String,
+    /// Linear weights after load: none, or fp8 (E4M3, per-channel scales), as `higgs serve`.
+    #[arg(long, default_value = "none", value_parser = ["none", "fp8"])]
+    quantization: String,
     #[arg(long, default_value_t = 256)]
     max_num_seqs: usize,
     #[arg(long, default_value_t = 2048)]
@@ -119,8 +122,7 @@ fn load(a: &Args) -> anyhow::Result<AppState> {
         },
         // The checkpoint's own DualFFN layer table (research overrides are `higgs serve` flags).
         overrides: Default::default(),
-        // Weights as loaded (`--quantization` is a `higgs serve` / `higgs tts` flag).
-        quantization: Default::default(),
+        quantization: a.quantization.parse()?,
         engine: EngineConfig {
             num_blocks: a.max_context.div_ceil(block_size),
             block_size,
