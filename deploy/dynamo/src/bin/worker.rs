@@ -24,14 +24,13 @@ use dynamo_llm::protocols::Annotated;
 use dynamo_llm::worker_type::WorkerType;
 use dynamo_runtime::pipeline::network::Ingress;
 use dynamo_runtime::pipeline::{
-    async_trait, AsyncEngine, AsyncEngineContextProvider, Error, ManyOut, ResponseStream,
-    SingleIn,
+    async_trait, AsyncEngine, AsyncEngineContextProvider, Error, ManyOut, ResponseStream, SingleIn,
 };
 use dynamo_runtime::{DistributedRuntime, Worker};
-use higgs_engine::audio::encode::{encode_all, AudioEncoder, AudioFormat};
 use higgs_engine::audio::decode::DecodeLimits;
+use higgs_engine::audio::encode::{encode_all, AudioEncoder, AudioFormat};
 use higgs_engine::engine::{
-    EngineConfig, EngineHandle, EnginePool, EngineParts, HandleConfig, LoadSpec, RequestEvent,
+    EngineConfig, EngineHandle, EngineParts, EnginePool, HandleConfig, LoadSpec, RequestEvent,
 };
 use higgs_engine::prompt::VoiceLibrary;
 use higgs_engine::server::speech::prepare_body_with_format;
@@ -164,11 +163,7 @@ fn load(a: &Args) -> anyhow::Result<AppState> {
     ))
 }
 
-async fn serve(
-    rt: dynamo_runtime::Runtime,
-    args: Args,
-    st: Arc<AppState>,
-) -> anyhow::Result<()> {
+async fn serve(rt: dynamo_runtime::Runtime, args: Args, st: Arc<AppState>) -> anyhow::Result<()> {
     let drt = DistributedRuntime::from_settings(rt).await?;
     let id: dynamo_runtime::protocols::EndpointId = args
         .endpoint
