@@ -274,11 +274,7 @@ fn kernel_shape_requests(
                 .collect();
             ids.push(cfg.audio_out_bos_token);
             let mut p = GenerationParams::new(steps, vec![]);
-            p.sampling = SamplingParams {
-                temperature: 0.0,
-                top_k: None,
-                top_p: 1.0,
-            };
+            p.sampling = SamplingParams::greedy();
             p.ras_win_len = 0;
             p.suppress_audio = vec![cfg.stream_eos as usize];
             p.record_logits = true;

@@ -102,11 +102,7 @@ fn greedy_identical_to_cpu_with_ties_nan_and_suppress() {
         let rows = vec![row(0.0, None, 1.0); n_rows];
         let (ids, _) = run_rows(&dev, &logits, &rows, cols, &suppress, 0);
         let sup_cpu: Vec<usize> = [0usize, 5, 1025, 200_000].to_vec();
-        let params = SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        let params = SamplingParams::greedy();
         for (i, &got) in ids.iter().enumerate() {
             let want = sample(
                 &logits[i * cols..(i + 1) * cols],

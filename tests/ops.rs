@@ -1450,11 +1450,7 @@ fn draw_audio_leaves_cpu_logits_to_the_host_and_checks_shapes() {
     use higgs_engine::sampling::processors::SamplingParams;
     let hist = vec![vec![1u32; 8]; 3];
     let row = ops::AudioDraw {
-        sampling: SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        },
+        sampling: SamplingParams::greedy(),
         ras_win_len: 7,
         ras_max_repeat: 2,
         seed: 1,

@@ -134,11 +134,7 @@ fn plain_layers_match_fast_forward_on_text_and_differ_on_audio() {
         .collect();
     let params = || {
         let mut p = GenerationParams::new(3, vec![]);
-        p.sampling = higgs_engine::sampling::processors::SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        p.sampling = higgs_engine::sampling::processors::SamplingParams::greedy();
         p.ras_win_len = 0;
         p.record_logits = true;
         p

@@ -89,11 +89,7 @@ fn random_requests(model: &Model, n: usize, seeded: bool, rng: &mut StdRng) -> V
                 params.ras_win_len = 4;
                 params.seed = Some(1000 + i as u64);
             } else {
-                params.sampling = SamplingParams {
-                    temperature: 0.0,
-                    top_k: None,
-                    top_p: 1.0,
-                };
+                params.sampling = SamplingParams::greedy();
             }
             at += rng.gen_range(0..4);
             Req {
@@ -364,11 +360,7 @@ fn fcfs_head_of_line_is_never_overtaken() {
         ids.extend((0..len).map(|i| 10 + i as u32 % 100));
         ids.push(cfg.audio_out_bos_token);
         let mut p = GenerationParams::new(max_new, vec![cfg.eos_token]);
-        p.sampling = SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        p.sampling = SamplingParams::greedy();
         (
             Prompt {
                 ids,

@@ -69,11 +69,7 @@ fn gen_tts_request() -> (PromptRequest, TtsRequest, LlmFixture) {
             .unwrap() as usize,
         vec![225, 233],
     );
-    gen.sampling = SamplingParams {
-        temperature: 0.0,
-        top_k: None,
-        top_p: 1.0,
-    };
+    gen.sampling = SamplingParams::greedy();
     gen.ras_win_len = 0;
     gen.suppress_audio = vec![cfg.stream_eos as usize];
     gen.suppress_text = vec![cfg.stream_eos as usize];

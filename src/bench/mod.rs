@@ -430,11 +430,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let gen_params = || {
         let mut p = GenerationParams::new(a.steps + 10, vec![]);
-        p.sampling = SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        p.sampling = SamplingParams::greedy();
         p.ras_win_len = 0;
         p.suppress_audio = vec![cfg.stream_eos as usize];
         p

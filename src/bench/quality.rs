@@ -80,11 +80,7 @@ impl std::fmt::Display for QualityReport {
 /// Greedy audio decoding for `steps` steps (stream end suppressed, so it runs them all).
 fn greedy(model: &Arc<Model>, prompt: &Prompt, steps: usize) -> anyhow::Result<Vec<Vec<u32>>> {
     let mut p = GenerationParams::new(steps, vec![]);
-    p.sampling = SamplingParams {
-        temperature: 0.0,
-        top_k: None,
-        top_p: 1.0,
-    };
+    p.sampling = SamplingParams::greedy();
     p.ras_win_len = 0;
     p.seed = Some(0);
     p.suppress_audio = vec![model.cfg.stream_eos as usize];

@@ -263,11 +263,7 @@ pub fn run(shape: &str, dtype: DType, device: Device, a: &ServeBenchArgs) -> any
         let frames = rng.gen_range(f_lo..=f_hi);
         // Greedy with the stream EOS suppressed: every request yields exactly its frames.
         let mut gen = GenerationParams::new(frames + cfg.n_codebooks + 1, vec![]);
-        gen.sampling = SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        gen.sampling = SamplingParams::greedy();
         gen.ras_win_len = 0;
         gen.suppress_audio = vec![cfg.stream_eos as usize];
         gen.seed = Some(i as u64);

@@ -381,11 +381,7 @@ impl LlmFixture {
         stops.extend(self.special("<|eot_id|>"));
         stops.extend(self.special("<|end_of_text|>"));
         let mut params = GenerationParams::new(max_new, stops);
-        params.sampling = SamplingParams {
-            temperature: 0.0,
-            top_k: None,
-            top_p: 1.0,
-        };
+        params.sampling = SamplingParams::greedy();
         params.ras_win_len = 0;
         params.seed = Some(0);
         params.record_logits = true;

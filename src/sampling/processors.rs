@@ -33,6 +33,15 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// Greedy decoding with every filter off: argmax of the raw logits.
+    pub const fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+        }
+    }
+
     /// The ranges HF accepts; call on request input before enqueueing.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
