@@ -95,7 +95,8 @@ pub fn encode(x: f32) -> u8 {
     let rest = mant & 0xF_FFFF;
     let half = 0x8_0000;
     let up = (rest > half || (rest == half && keep & 1 == 1)) as u32;
-    let code = (((exp - 127 + 7) << 3) | keep) + up;
+    // Rebias 127 -> 7 as exp - 120: written as exp - 127 + 7 it underflows u32 at exp < 127.
+    let code = (((exp - 120) << 3) | keep) + up;
     // 448 < a < 464 rounds to 448 already; a >= 464 would round to 480, past the max.
     sign | code.min(MAX_CODE as u32) as u8
 }
