@@ -4,6 +4,7 @@
 mod check;
 mod codec;
 pub mod dual_ffn_flags;
+pub mod model_flags;
 mod progress;
 mod serve;
 mod tts;

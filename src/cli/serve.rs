@@ -14,19 +14,11 @@ use crate::engine::{
 };
 use crate::prompt::VoiceLibrary;
 use crate::server::{AppState, ServerConfig, VoiceStore};
-use crate::tensor::DType;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Generation model: a local folder or a Hugging Face id.
-    #[arg(long)]
-    model: String,
-    /// Audio tokenizer (codec): a local folder or a Hugging Face id.
-    #[arg(long)]
-    audio_tokenizer: String,
-    /// tokenizer.json (default: the model folder's).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::model_flags::ModelFlags,
     /// Preset voices (NAME.wav + NAME.txt, profile.yaml, or config.json), read-only.
     #[arg(long)]
     voices_dir: Option<PathBuf>,
@@ -38,8 +30,6 @@ pub struct ServeArgs {
     /// 0 picks a free port (printed when ready).
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
     /// CUDA devices to serve on, one engine replica each (e.g. `0,1,2,3`); implies
     /// `--device cuda`. Default: GPU 0 alone.
     #[arg(long, value_delimiter = ',')]
@@ -52,15 +42,6 @@ pub struct ServeArgs {
     /// this many more requests in flight than the least-loaded one.
     #[arg(long, default_value_t = 4)]
     max_imbalance: usize,
-    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
-    dtype: String,
-    /// Linear weights after load: none, or fp8 (E4M3 with one scale per output channel,
-    /// W8A16: attention, FFNs, audio projector and text head; the audio head, embeddings,
-    /// norms and codec keep their dtype).
-    #[arg(long, default_value = "none")]
-    quantization: crate::quant::Quantization,
-    #[command(flatten)]
-    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
     /// The name clients send as `model` (default: the model folder's name or the HF id).
     #[arg(long)]
     served_model_name: Option<String>,
@@ -151,7 +132,7 @@ fn check_args(a: &ServeArgs) -> anyhow::Result<()> {
             "--devices lists a device twice: {:?}",
             a.devices
         );
-    } else if a.device == "cuda" {
+    } else if a.model.device == "cuda" {
         anyhow::ensure!(
             a.replicas == 1,
             "--replicas is for the CPU; on CUDA, list the devices with --devices"
@@ -170,7 +151,7 @@ fn start_engines(a: &ServeArgs, spec: LoadSpec) -> anyhow::Result<EnginePool> {
     let router = RouterConfig {
         max_imbalance: a.max_imbalance,
     };
-    let cuda = !a.devices.is_empty() || a.device == "cuda";
+    let cuda = !a.devices.is_empty() || a.model.device == "cuda";
     if cuda {
         let spec = if a.devices.len() > 1 {
             spec.resolved()?
@@ -251,56 +232,31 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         Some(d) => VoiceStore::open(d).context("--voices-store")?,
         None => VoiceStore::in_memory(),
     };
-    let block_size = 16;
-    let overrides = a.dual_ffn.overrides()?;
-    let spec = LoadSpec {
-        model: a.model.clone(),
-        audio_tokenizer: a.audio_tokenizer.clone(),
-        tokenizer: a.tokenizer.clone(),
-        device: a.device.clone(),
-        dtype: if a.dtype == "f32" {
-            DType::F32
-        } else {
-            DType::BF16
-        },
-        engine: EngineConfig {
-            num_blocks: a.max_context.div_ceil(block_size),
-            block_size,
-            max_num_batched_tokens: a.max_num_batched_tokens,
-            max_num_seqs: a.max_num_seqs,
-            prefix_caching: !a.no_prefix_cache,
-        },
-        overrides,
-        quantization: a.quantization,
-    };
+    let spec = a.model.load_spec(EngineConfig {
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        max_num_seqs: a.max_num_seqs,
+        prefix_caching: !a.no_prefix_cache,
+        ..EngineConfig::for_context(a.max_context)
+    })?;
     let served = a.served_model_name.clone().unwrap_or_else(|| {
-        let p = std::path::Path::new(&a.model);
+        let m = &a.model.model;
+        let p = std::path::Path::new(m);
         if p.is_dir() {
             p.canonicalize()
                 .ok()
                 .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| a.model.clone())
+                .unwrap_or_else(|| m.clone())
         } else {
-            a.model.clone()
+            m.clone()
         }
     });
     let t0 = std::time::Instant::now();
     let engines = start_engines(&a, spec)?;
-    let cuda = !a.devices.is_empty() || a.device == "cuda";
+    let cuda = !a.devices.is_empty() || a.model.device == "cuda";
     eprintln!(
-        "higgs serve: loaded `{served}` in {:.1} s ({}{}{}, {} replica{})",
+        "higgs serve: loaded `{served}` in {:.1} s ({}, {} replica{})",
         t0.elapsed().as_secs_f64(),
-        if cuda { "cuda" } else { "cpu" },
-        if cuda {
-            format!(", {}", a.dtype)
-        } else {
-            String::new()
-        },
-        if a.quantization == crate::quant::Quantization::None {
-            String::new()
-        } else {
-            format!(", {} linears", a.quantization)
-        },
+        a.model.describe(cuda),
         engines.len(),
         if engines.len() == 1 { "" } else { "s" }
     );

@@ -5,14 +5,13 @@
 //! lines go to stderr; `--quiet` silences both.
 
 use crate::engine::{
-    EngineConfig, EngineHandle, GenerationParams, HandleConfig, LoadSpec, TtsInput, TtsRequest,
+    EngineConfig, EngineHandle, GenerationParams, HandleConfig, TtsInput, TtsRequest,
 };
 use crate::prompt::{
     AudioClip, ChunkMethod, Chunking, PromptRequest, VoiceLibrary, VoicePlacement, VoiceRef,
     DEFAULT_SCENE,
 };
 use crate::sampling::processors::SamplingParams;
-use crate::tensor::DType;
 use crate::tts::synthesize;
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -24,16 +23,8 @@ use super::progress::{QuietArg, Reporter};
 
 #[derive(clap::Args)]
 pub struct TtsArgs {
-    /// Generation model: a local folder (config.json + safetensors) or a Hugging Face id found
-    /// in the local hub cache.
-    #[arg(long)]
-    model: String,
-    /// Audio tokenizer (codec): a local folder (config.json + model.pth) or a Hugging Face id.
-    #[arg(long)]
-    audio_tokenizer: String,
-    /// tokenizer.json (default: the model folder's).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::model_flags::ModelFlags,
     /// Text to speak.
     #[arg(long, conflicts_with = "transcript")]
     text: Option<String>,
@@ -96,22 +87,8 @@ pub struct TtsArgs {
     /// KV cache size in tokens.
     #[arg(long, default_value_t = 8192)]
     max_context: usize,
-    /// Where the model and the codec's decoder run: cpu, or cuda (GPU 0; a build with
-    /// `--features cuda`). Voice-clip encoding stays on the host.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
-    /// Weight and activation dtype on CUDA (the CPU computes in f32 with the stored weights).
-    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
-    dtype: String,
-    /// Linear weights after load: none, or fp8 (E4M3 with one scale per output channel,
-    /// W8A16: attention, FFNs, audio projector and text head; the audio head, embeddings,
-    /// norms and codec keep their dtype).
-    #[arg(long, default_value = "none")]
-    quantization: crate::quant::Quantization,
     #[command(flatten)]
     quiet: QuietArg,
-    #[command(flatten)]
-    dual_ffn: super::dual_ffn_flags::DualFfnFlags,
 }
 
 fn read_request(a: &TtsArgs) -> anyhow::Result<PromptRequest> {
@@ -181,39 +158,15 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     }
     let report = Reporter::new(a.quiet);
     let req = read_request(&a)?;
-    let block_size = 16;
-    let overrides = a.dual_ffn.overrides()?;
-    let spec = LoadSpec {
-        model: a.model.clone(),
-        audio_tokenizer: a.audio_tokenizer.clone(),
-        tokenizer: a.tokenizer.clone(),
-        device: a.device.clone(),
-        dtype: if a.dtype == "f32" {
-            DType::F32
-        } else {
-            DType::BF16
-        },
-        engine: EngineConfig {
-            num_blocks: a.max_context.div_ceil(block_size),
-            block_size,
-            ..Default::default()
-        },
-        overrides,
-        quantization: a.quantization,
-    };
+    let spec = a
+        .model
+        .load_spec(EngineConfig::for_context(a.max_context))?;
     let t0 = Instant::now();
     let loading = report.spinner("loading model and codec");
     let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default());
     loading.finish_and_clear();
     let handle = handle?;
-    let mut device_name = if a.device == "cpu" {
-        "cpu".to_string()
-    } else {
-        format!("cuda, {}", a.dtype)
-    };
-    if a.quantization != crate::quant::Quantization::None {
-        device_name += &format!(", {} linears", a.quantization);
-    }
+    let device_name = a.model.describe(a.model.device == "cuda");
     report.line(format_args!(
         "loaded model and codec in {:.1} s ({device_name})",
         t0.elapsed().as_secs_f64()

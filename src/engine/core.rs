@@ -32,6 +32,19 @@ pub struct EngineConfig {
     pub prefix_caching: bool,
 }
 
+impl EngineConfig {
+    /// A KV cache of 16-position blocks with room for `max_context` positions; the other
+    /// sizes at their defaults.
+    pub fn for_context(max_context: usize) -> EngineConfig {
+        let block_size = 16;
+        EngineConfig {
+            num_blocks: max_context.div_ceil(block_size),
+            block_size,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {

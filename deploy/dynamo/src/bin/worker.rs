@@ -29,27 +29,22 @@ use dynamo_runtime::pipeline::{
 use dynamo_runtime::{DistributedRuntime, Worker};
 use higgs_engine::audio::decode::DecodeLimits;
 use higgs_engine::audio::encode::{encode_all, AudioEncoder, AudioFormat};
+use higgs_engine::cli::model_flags::ModelFlags;
 use higgs_engine::engine::{
-    EngineConfig, EngineHandle, EngineParts, EnginePool, HandleConfig, LoadSpec, RequestEvent,
+    EngineConfig, EngineHandle, EngineParts, EnginePool, HandleConfig, RequestEvent,
 };
 use higgs_engine::prompt::VoiceLibrary;
 use higgs_engine::server::speech::prepare_body_with_format;
 use higgs_engine::server::{AppState, ServerConfig, VoiceStore};
-use higgs_engine::tensor::DType;
 use serde_json::{Map, Value};
 
 #[derive(Parser)]
 #[command(about = "A Higgs Audio v2 speech worker for NVIDIA Dynamo")]
 struct Args {
-    /// Generation model: a local folder or a Hugging Face id.
-    #[arg(long)]
-    model: String,
-    /// Audio tokenizer (codec): a local folder or a Hugging Face id.
-    #[arg(long)]
-    audio_tokenizer: String,
-    /// tokenizer.json (default: the model folder's).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    /// --model, --audio-tokenizer, --tokenizer, --device, --dtype, --quantization and the
+    /// DualFFN research flags, as `higgs serve` takes them.
+    #[command(flatten)]
+    model: ModelFlags,
     /// Preset voices (NAME.wav + NAME.txt, profile.yaml, or config.json).
     #[arg(long)]
     voices_dir: Option<PathBuf>,
@@ -59,16 +54,9 @@ struct Args {
     /// Dynamo endpoint `namespace.component.endpoint` this worker serves.
     #[arg(long, default_value = "higgs.tts.generate")]
     endpoint: String,
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    device: String,
     /// CUDA device of this worker (one worker per GPU).
     #[arg(long, default_value_t = 0)]
     cuda_device: usize,
-    #[arg(long, default_value = "bf16", value_parser = ["bf16", "f32"])]
-    dtype: String,
-    /// Linear weights after load: none, or fp8 (E4M3, per-channel scales), as `higgs serve`.
-    #[arg(long, default_value = "none", value_parser = ["none", "fp8"])]
-    quantization: String,
     #[arg(long, default_value_t = 256)]
     max_num_seqs: usize,
     #[arg(long, default_value_t = 2048)]
@@ -98,38 +86,20 @@ fn main() -> anyhow::Result<()> {
         "higgs-dynamo-worker: loaded `{}` in {:.1} s ({})",
         args.served_model_name,
         t0.elapsed().as_secs_f64(),
-        args.device
+        args.model.describe(args.model.device == "cuda")
     );
     Worker::from_settings()?.execute(move |rt| serve(rt, args, st))
 }
 
 fn load(a: &Args) -> anyhow::Result<AppState> {
-    let block_size = 16;
-    let spec = LoadSpec {
-        model: a.model.clone(),
-        audio_tokenizer: a.audio_tokenizer.clone(),
-        tokenizer: a.tokenizer.clone(),
-        device: if a.device == "cuda" {
-            format!("cuda:{}", a.cuda_device)
-        } else {
-            "cpu".into()
-        },
-        dtype: if a.dtype == "f32" {
-            DType::F32
-        } else {
-            DType::BF16
-        },
-        // The checkpoint's own DualFFN layer table (research overrides are `higgs serve` flags).
-        overrides: Default::default(),
-        quantization: a.quantization.parse()?,
-        engine: EngineConfig {
-            num_blocks: a.max_context.div_ceil(block_size),
-            block_size,
-            max_num_batched_tokens: a.max_num_batched_tokens,
-            max_num_seqs: a.max_num_seqs,
-            prefix_caching: true,
-        },
-    };
+    let mut spec = a.model.load_spec(EngineConfig {
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        max_num_seqs: a.max_num_seqs,
+        ..EngineConfig::for_context(a.max_context)
+    })?;
+    if spec.device == "cuda" {
+        spec.device = format!("cuda:{}", a.cuda_device);
+    }
     let handle = EngineHandle::spawn(
         move || -> higgs_engine::Result<EngineParts> { spec.load() },
         HandleConfig {
