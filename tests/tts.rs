@@ -273,6 +273,20 @@ fn cli_errors_are_clear() {
     assert!(e.contains("bad.wav"), "{e}");
     let e = run(&["--text", "Hello.", "--max-context", "16", "-o", "/dev/null"]);
     assert!(e.contains("never fit"), "{e}");
+    // A KV cache no host could hold is refused by name before anything is allocated.
+    let huge = (usize::MAX / 2).to_string();
+    let e = run(&[
+        "--text",
+        "Hello.",
+        "--max-context",
+        &huge,
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(
+        e.contains("--max-context") && e.contains("out of range"),
+        "{e}"
+    );
     let e = run(&["--text", "Hello."]);
     assert!(e.contains("-o"), "{e}");
 }

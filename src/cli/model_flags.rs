@@ -103,7 +103,9 @@ mod tests {
             "fp8",
         ])
         .unwrap();
-        let spec = m.load_spec(EngineConfig::for_context(1000)).unwrap();
+        let spec = m
+            .load_spec(EngineConfig::for_context(1000).unwrap())
+            .unwrap();
         assert_eq!(
             (spec.model.as_str(), spec.audio_tokenizer.as_str()),
             ("m", "c")
@@ -119,6 +121,19 @@ mod tests {
         assert_eq!((spec.device.as_str(), spec.dtype), ("cpu", DType::BF16));
         assert_eq!(spec.quantization, Quantization::None);
         assert_eq!(m.describe(false), "cpu");
+    }
+
+    #[test]
+    fn max_context_is_bounded() {
+        for bad in [0, 15, EngineConfig::MAX_CONTEXT + 1, usize::MAX] {
+            let e = EngineConfig::for_context(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--max-context") && e.contains("out of range"),
+                "{e}"
+            );
+        }
+        let top = EngineConfig::for_context(EngineConfig::MAX_CONTEXT).unwrap();
+        assert_eq!(top.num_blocks * top.block_size, EngineConfig::MAX_CONTEXT);
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub struct ServeArgs {
 
 /// Sanity bounds of the flags that size allocations.
 fn check_args(a: &ServeArgs) -> anyhow::Result<()> {
-    let checks: [(&str, usize, usize, usize); 6] = [
+    // --max-context is checked by `EngineConfig::for_context`.
+    let checks: [(&str, usize, usize, usize); 5] = [
         ("--max-num-seqs", a.max_num_seqs, 1, 1 << 16),
         (
             "--max-num-batched-tokens",
@@ -94,7 +95,6 @@ fn check_args(a: &ServeArgs) -> anyhow::Result<()> {
             1 << 20,
         ),
         ("--max-queue", a.max_queue, 1, 1 << 20),
-        ("--max-context", a.max_context, 16, 1 << 24),
         ("--max-input-chars", a.max_input_chars, 1, 1 << 24),
         ("--max-new-tokens", a.max_new_tokens, 1, 1 << 20),
     ];
@@ -236,7 +236,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         max_num_batched_tokens: a.max_num_batched_tokens,
         max_num_seqs: a.max_num_seqs,
         prefix_caching: !a.no_prefix_cache,
-        ..EngineConfig::for_context(a.max_context)
+        ..EngineConfig::for_context(a.max_context)?
     })?;
     let served = a.served_model_name.clone().unwrap_or_else(|| {
         let m = &a.model.model;

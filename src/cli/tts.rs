@@ -160,7 +160,7 @@ pub fn run(a: TtsArgs) -> anyhow::Result<ExitCode> {
     let req = read_request(&a)?;
     let spec = a
         .model
-        .load_spec(EngineConfig::for_context(a.max_context))?;
+        .load_spec(EngineConfig::for_context(a.max_context)?)?;
     let t0 = Instant::now();
     let loading = report.spinner("loading model and codec");
     let handle = EngineHandle::spawn(move || spec.load(), HandleConfig::default());

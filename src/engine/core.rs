@@ -33,15 +33,26 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// A KV cache of 16-position blocks with room for `max_context` positions; the other
-    /// sizes at their defaults.
-    pub fn for_context(max_context: usize) -> EngineConfig {
+    /// The largest `--max-context` taken: 2^24 positions, far past any prompt, and a KV cache
+    /// whose block table a host can always allocate.
+    pub const MAX_CONTEXT: usize = 1 << 24;
+
+    /// A KV cache of 16-position blocks with room for `max_context` positions (16 ..=
+    /// [`Self::MAX_CONTEXT`], else an error naming `--max-context`); the other sizes at their
+    /// defaults.
+    pub fn for_context(max_context: usize) -> crate::Result<EngineConfig> {
         let block_size = 16;
-        EngineConfig {
+        if !(block_size..=Self::MAX_CONTEXT).contains(&max_context) {
+            return Err(crate::Error::Other(format!(
+                "--max-context {max_context} is out of range ({block_size}..={})",
+                Self::MAX_CONTEXT
+            )));
+        }
+        Ok(EngineConfig {
             num_blocks: max_context.div_ceil(block_size),
             block_size,
             ..Default::default()
-        }
+        })
     }
 }
 

@@ -95,7 +95,7 @@ fn load(a: &Args) -> anyhow::Result<AppState> {
     let mut spec = a.model.load_spec(EngineConfig {
         max_num_batched_tokens: a.max_num_batched_tokens,
         max_num_seqs: a.max_num_seqs,
-        ..EngineConfig::for_context(a.max_context)
+        ..EngineConfig::for_context(a.max_context)?
     })?;
     if spec.device == "cuda" {
         spec.device = format!("cuda:{}", a.cuda_device);
