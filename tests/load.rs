@@ -438,13 +438,31 @@ fn load_with_faults_loses_nothing_and_leaks_nothing() {
     assert_eq!(s.child.id(), pid);
 }
 
+/// Frames sent so far, or None once the server no longer answers.
+fn metric_or_none(base: &str) -> Option<f64> {
+    let r = agent().get(format!("{base}/metrics")).call().ok()?;
+    let text = r.into_body().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("higgs_generated_frames_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits() {
     let mut s = Server::start("sigterm", &["--shutdown-timeout", "60"]);
     let base = s.base.clone();
-    let body = json!({"input": TEXTS[0], "response_format": "pcm", "stream_format": "audio", "seed": 3, "max_new_tokens": 40});
+    // Long-form work, chunked a word at a time, so the requests stay in flight for hundreds of
+    // engine steps after the signal: one sentence (about 25 frames with the fixture weights)
+    // ends within ~50 ms, and on a loaded 2-core CI machine the server then drained and exited
+    // before the first probe below could connect.
+    let body = json!({"input": TEXTS.join(" "), "response_format": "pcm", "stream_format": "audio",
+        "seed": 3, "max_new_tokens": 40, "chunk_method": "word", "chunk_max_word_num": 1});
     let solo = post(&base, "/v1/audio/speech", &body).body;
-    assert!(!solo.is_empty());
+    let solo_frames = solo.len() / 1920;
+    assert!(
+        solo_frames > 100,
+        "the long-form request made only {solo_frames} frames: too short to keep a drain open"
+    );
     // Slow readers keep their responses in flight while the signal arrives.
     let readers: Vec<_> = (0..3)
         .map(|_| {
@@ -453,7 +471,7 @@ fn sigterm_drains_in_flight_requests_then_exits() {
         })
         .collect();
     wait_for(&s, "the requests to start", Duration::from_secs(60), || {
-        metric(&base, "higgs_generated_frames_total") > (solo.len() / 1920) as f64
+        metric(&base, "higgs_generated_frames_total") > solo_frames as f64
     });
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])
@@ -464,7 +482,21 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     let t0 = Instant::now();
     let mut saw_503 = false;
     while t0.elapsed() < Duration::from_secs(10) {
-        let r = post(&base, "/v1/audio/speech", &body);
+        let sent = agent()
+            .post(format!("{base}/v1/audio/speech"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        if let Err(e) = &sent {
+            let frames = metric_or_none(&base);
+            panic!(
+                "probe while draining failed ({e}) {:.0} ms after SIGTERM, frames sent {frames:?} \
+                 of {}: the server stopped accepting before its requests finished?\n{}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                4 * solo_frames,
+                s.log()
+            );
+        }
+        let r = finish(sent);
         if r.status == 503 {
             assert!(r.header("retry-after").is_some());
             r.expect_error(503, None);
@@ -526,6 +558,7 @@ fn custom_voices_survive_kill_9_at_any_moment() {
         // Uploads race a SIGKILL at a random moment.
         let base = s.base.clone();
         let wav2 = wav.clone();
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
         let uploader = std::thread::spawn(move || {
             let mut ok = Vec::new();
             for k in 0..50 {
@@ -543,13 +576,18 @@ fn custom_voices_survive_kill_9_at_any_moment() {
                         let v: Value =
                             serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
                         ok.push(v["id"].as_str().unwrap().to_string());
+                        let _ = first_tx.send(());
                     }
                     _ => break,
                 }
             }
             ok
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..300)));
+        // The kill lands at a random moment after the round's first upload is stored (so the
+        // rounds always have voices to lose, even when a loaded machine makes uploads slow),
+        // most often in the middle of a later one.
+        let _ = first_rx.recv_timeout(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         let _ = s.child.kill(); // SIGKILL
         let _ = s.child.wait();
         created.extend(uploader.join().unwrap());
