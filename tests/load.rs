@@ -427,10 +427,17 @@ fn load_with_faults_loses_nothing_and_leaks_nothing() {
         "the server process exited:\n{}",
         s.log()
     );
-    // Memory flat: within 10% of the warmed-up size.
+    // Memory flat: within 10% of the warmed-up size plus 8 MiB. glibc's per-thread arenas
+    // keep settling after the warm-up: measured here, the process ends near 37 MB after 240
+    // requests, 38.8 MB after 960 and 39.6 MB after 2,000, 2-4 MB above its warmed-up size
+    // however long the run (a plateau, not a slope), which alone broke a bare 10% bound
+    // about one run in three. A leak of a request's audio (~100 KB a second of speech) over
+    // these 240 requests is 24 MB; `scripts/load-test.sh` (2,000 requests) catches a leak of
+    // 4 KB a request.
+    let allowed = rss_warm as f64 * 1.10 + 8.0 * 1024.0 * 1024.0;
     assert!(
-        rss_end as f64 <= rss_warm as f64 * 1.10,
-        "RSS grew from {rss_warm} to {rss_end} bytes"
+        rss_end as f64 <= allowed,
+        "RSS grew from {rss_warm} to {rss_end} bytes (allowed {allowed:.0}) over {n} requests"
     );
     // Still serving, same process.
     let r = post(&base, "/v1/audio/speech", &tpl[0]);
@@ -524,6 +531,122 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     };
     assert!(status.success(), "exit status {status}\n{}", s.log());
     assert!(s.log().contains("shutting down"), "{}", s.log());
+}
+
+#[test]
+fn sigterm_waits_for_a_voice_upload_still_arriving() {
+    let store = tmpdir("drain-upload");
+    let store_arg = store.display().to_string();
+    let mut s = Server::start(
+        "drain-upload",
+        &["--voices-store", &store_arg, "--shutdown-timeout", "60"],
+    );
+    let base = s.base.clone();
+    let addr = s.addr();
+    let (ctype, body) = multipart(&[
+        ("name", None, b"late"),
+        ("transcript", None, b"The baker opens the shop."),
+        ("audio_sample", Some("clip.wav"), &clip_wav()),
+    ]);
+    // Headers and half the body now, the rest after the signal.
+    let mut up = TcpStream::connect(&addr).unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        up,
+        "POST /v1/audio/voices HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    up.write_all(&body[..half]).unwrap();
+    up.flush().unwrap();
+    wait_for(
+        &s,
+        "the upload's handler to start",
+        Duration::from_secs(60),
+        || metric(&base, "higgs_http_requests_in_flight") >= 1.0,
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // No speech is running, but the upload is: the server keeps accepting and refuses new
+    // work with 503 (a server that thought itself idle stopped accepting at once).
+    let probe = json!({"input": "hi", "response_format": "pcm", "max_new_tokens": 4});
+    let t0 = Instant::now();
+    let mut saw_503 = false;
+    while t0.elapsed() < Duration::from_secs(10) {
+        let sent = agent()
+            .post(format!("{base}/v1/audio/speech"))
+            .header("Content-Type", "application/json")
+            .send(probe.to_string().as_bytes());
+        if let Err(e) = &sent {
+            panic!(
+                "probe failed ({e}) {:.0} ms after SIGTERM: the server stopped accepting while \
+                 an upload was still arriving\n{}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                s.log()
+            );
+        }
+        if finish(sent).status == 503 {
+            saw_503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(saw_503, "no 503 while draining");
+    // Still accepting well after the signal (the first probe may have been accepted before
+    // the server saw it).
+    std::thread::sleep(Duration::from_millis(300));
+    for path in ["/v1/audio/speech", "/health"] {
+        let sent = if path == "/health" {
+            agent().get(format!("{base}{path}")).call()
+        } else {
+            agent()
+                .post(format!("{base}{path}"))
+                .header("Content-Type", "application/json")
+                .send(probe.to_string().as_bytes())
+        };
+        match sent {
+            Ok(r) => assert_eq!(r.status().as_u16(), 503, "{path} while draining"),
+            Err(e) => panic!(
+                "{path} failed ({e}) {:.0} ms after SIGTERM: the server stopped accepting while \
+                 an upload was still arriving\n{}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                s.log()
+            ),
+        }
+    }
+    // The upload finishes and is stored whole.
+    up.write_all(&body[half..]).unwrap();
+    let mut reply = Vec::new();
+    up.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the upload in flight at SIGTERM failed:\n{reply}\n{}",
+        s.log()
+    );
+    let json_start = reply.find("\r\n\r\n").unwrap() + 4;
+    let v: Value = serde_json::from_str(reply[json_start..].trim()).unwrap_or_else(|e| {
+        panic!("upload reply is not JSON ({e}): {reply}");
+    });
+    let id = v["id"].as_str().expect("a voice id").to_string();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the server did not exit after the upload finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}\n{}", s.log());
+    let saved = std::fs::read(store.join(format!("{id}.json"))).expect("the voice file");
+    assert!(serde_json::from_slice::<Value>(&saved).is_ok());
 }
 
 #[test]

@@ -109,6 +109,13 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         s.requests as f64,
     );
     gauge(
+        "higgs_http_requests_in_flight",
+        "API requests (speech, chat, voice uploads) whose handler, engine work or response \
+         body is still going; the shutdown drain waits for these.",
+        "gauge",
+        st.active.load(Ordering::SeqCst) as f64,
+    );
+    gauge(
         "higgs_sequences_running",
         "Sequences scheduled in the running set.",
         "gauge",

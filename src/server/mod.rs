@@ -111,8 +111,9 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 /// Serves until `shutdown` resolves. Then the server drains: it keeps accepting, answers 503
-/// to new work, lets the requests in flight finish (for at most `cfg.shutdown_timeout`), and
-/// only then closes its connections and returns.
+/// to new work, lets the requests in flight finish (speech and chat bodies, voice uploads still
+/// arriving; for at most `cfg.shutdown_timeout`), and only then closes its connections and
+/// returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
