@@ -454,6 +454,57 @@ fn metric_or_none(base: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Sends SIGTERM to the server.
+fn sigterm(s: &Server) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// Posts `body` on fresh connections until the draining server answers 503 (for at most 10 s
+/// after `t0`, the signal) and returns that answer. A refused connection fails the test with
+/// `why()` (what was still in flight) and the server log.
+fn probe_until_503(s: &Server, body: &Value, t0: Instant, why: impl Fn() -> String) -> Reply {
+    while t0.elapsed() < Duration::from_secs(10) {
+        let sent = agent()
+            .post(format!("{}/v1/audio/speech", s.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        if let Err(e) = &sent {
+            panic!(
+                "probe while draining failed ({e}) {:.0} ms after SIGTERM: {}\n{}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                why(),
+                s.log()
+            );
+        }
+        let r = finish(sent);
+        if r.status == 503 {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no 503 while draining\n{}", s.log());
+}
+
+/// Waits (at most 30 s) for the server to exit after `what`, and checks it exited 0.
+fn wait_exit(s: &mut Server, what: &str) {
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the server did not exit after {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}\n{}", s.log());
+}
+
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits() {
     let mut s = Server::start("sigterm", &["--shutdown-timeout", "60"]);
@@ -480,56 +531,24 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     wait_for(&s, "the requests to start", Duration::from_secs(60), || {
         metric(&base, "higgs_generated_frames_total") > solo_frames as f64
     });
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&s);
     // New work is refused while the old finishes.
     let t0 = Instant::now();
-    let mut saw_503 = false;
-    while t0.elapsed() < Duration::from_secs(10) {
-        let sent = agent()
-            .post(format!("{base}/v1/audio/speech"))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes());
-        if let Err(e) = &sent {
-            let frames = metric_or_none(&base);
-            panic!(
-                "probe while draining failed ({e}) {:.0} ms after SIGTERM, frames sent {frames:?} \
-                 of {}: the server stopped accepting before its requests finished?\n{}",
-                t0.elapsed().as_secs_f64() * 1e3,
-                4 * solo_frames,
-                s.log()
-            );
-        }
-        let r = finish(sent);
-        if r.status == 503 {
-            assert!(r.header("retry-after").is_some());
-            r.expect_error(503, None);
-            saw_503 = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(saw_503, "no 503 while draining");
+    let r = probe_until_503(&s, &body, t0, || {
+        format!(
+            "frames sent {:?} of {}: the server stopped accepting before its requests finished?",
+            metric_or_none(&base),
+            4 * solo_frames
+        )
+    });
+    assert!(r.header("retry-after").is_some());
+    r.expect_error(503, None);
     assert_eq!(get(&base, "/health").status, 503);
     for r in readers {
         let got = r.join().unwrap().expect("an in-flight request completes");
         assert_eq!(got, solo, "a drained request still gets its whole audio");
     }
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the server did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "exit status {status}\n{}", s.log());
+    wait_exit(&mut s, "draining");
     assert!(s.log().contains("shutting down"), "{}", s.log());
 }
 
@@ -566,36 +585,14 @@ fn sigterm_waits_for_a_voice_upload_still_arriving() {
         Duration::from_secs(60),
         || metric(&base, "higgs_http_requests_in_flight") >= 1.0,
     );
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&s);
     // No speech is running, but the upload is: the server keeps accepting and refuses new
     // work with 503 (a server that thought itself idle stopped accepting at once).
     let probe = json!({"input": "hi", "response_format": "pcm", "max_new_tokens": 4});
     let t0 = Instant::now();
-    let mut saw_503 = false;
-    while t0.elapsed() < Duration::from_secs(10) {
-        let sent = agent()
-            .post(format!("{base}/v1/audio/speech"))
-            .header("Content-Type", "application/json")
-            .send(probe.to_string().as_bytes());
-        if let Err(e) = &sent {
-            panic!(
-                "probe failed ({e}) {:.0} ms after SIGTERM: the server stopped accepting while \
-                 an upload was still arriving\n{}",
-                t0.elapsed().as_secs_f64() * 1e3,
-                s.log()
-            );
-        }
-        if finish(sent).status == 503 {
-            saw_503 = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(saw_503, "no 503 while draining");
+    probe_until_503(&s, &probe, t0, || {
+        "the server stopped accepting while an upload was still arriving".into()
+    });
     // Still accepting well after the signal (the first probe may have been accepted before
     // the server saw it).
     std::thread::sleep(Duration::from_millis(300));
@@ -633,18 +630,7 @@ fn sigterm_waits_for_a_voice_upload_still_arriving() {
         panic!("upload reply is not JSON ({e}): {reply}");
     });
     let id = v["id"].as_str().expect("a voice id").to_string();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the server did not exit after the upload finished"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "exit status {status}\n{}", s.log());
+    wait_exit(&mut s, "the upload finished");
     let saved = std::fs::read(store.join(format!("{id}.json"))).expect("the voice file");
     assert!(serde_json::from_slice::<Value>(&saved).is_ok());
 }
